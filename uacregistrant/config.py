@@ -1,0 +1,491 @@
+"""Service configuration: the OpenSIPS ``uac_registrant`` parameters plus our own.
+
+Values come from a TOML file (``--config FILE``) and from the command line; the
+command line wins.  Every value is converted and validated here, so the rest of the
+service only ever sees a :class:`Config` that makes sense.  A bad value raises
+:class:`ConfigError`, whose text is one line naming the parameter and the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from uacregistrant import __version__
+
+
+class ConfigError(Exception):
+    """A parameter has a value the service cannot run with."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        # The service prints str(self) as its last line: keep it to one.
+        reason = " ".join(reason.split())
+        super().__init__(parameter, reason)
+        self.parameter = parameter
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"bad parameter {self.parameter}: {self.reason}"
+
+
+def _param(default: Any, help: str, *, repr: bool = True) -> Any:
+    return field(default=default, repr=repr, metadata={"help": help})
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Config:
+    """Every parameter, named as in OpenSIPS, with OpenSIPS's defaults."""
+
+    hash_size: int = _param(1, "exponent of the number of buckets (2^hash_size)")
+    # OpenSIPS refuses values below 10 s; we accept down to 1 s (still at least the
+    # number of buckets) so that tests and small labs can run fast sweeps.
+    timer_interval: int = _param(100, "seconds for a full sweep of all buckets")
+    enable_clustering: bool = _param(False, "1: share records by cluster_shtag (PostgreSQL only)")
+    db_url: str = _param(
+        "sqlite:///uac-registrant.sqlite",
+        "sqlite:///rel/path, sqlite:////abs/path or postgres://user:pw@host:port/db",
+    )
+    table_name: str = _param("registrant", "table holding the registrant records")
+    registrar_column: str = _param("registrar", "column of the registrar URI")
+    proxy_column: str = _param("proxy", "column of the outbound proxy URI")
+    aor_column: str = _param("aor", "column of the address of record")
+    third_party_registrant_column: str = _param(
+        "third_party_registrant", "column of the third-party registrant URI"
+    )
+    username_column: str = _param("username", "column of the auth username")
+    password_column: str = _param("password", "column of the auth password")
+    binding_URI_column: str = _param("binding_URI", "column of the contact binding URI")
+    binding_params_column: str = _param("binding_params", "column of the contact parameters")
+    expiry_column: str = _param("expiry", "column of the requested expiry")
+    forced_socket_column: str = _param("forced_socket", "column of the sending socket")
+    cluster_shtag_column: str = _param("cluster_shtag", "column of the sharing tag")
+    state_column: str = _param("state", "column of the state (0 enabled, 1 disabled)")
+    failure_retry_interval: int = _param(0, "seconds before a retry after a failure (0: the expiry)")
+    reregister_expiry_percentage: int = _param(100, "share of the granted expiry used (1-100)")
+    default_expires: int = _param(3600, "expiry for rows whose expiry is NULL (at least 15)")
+    listen: tuple[str, ...] = _param(
+        ("udp:127.0.0.1:5060",), "SIP socket proto:IP:PORT (udp, tcp, tls; repeatable)"
+    )
+    mi_listen: str = _param("tcp:8888:interface=127.0.0.1", "Twisted endpoint of the MI HTTP server")
+    mi_token: str | None = _param(None, "bearer token required by the MI server", repr=False)
+    user_agent: str = _param(f"uac-registrant {__version__}", "User-Agent header value")
+    max_register_rate: float = _param(0.0, "REGISTERs per second at most (0: unlimited)")
+    unregister_on_shutdown: bool = _param(True, "1: unREGISTER bound records when stopping")
+    shutdown_timeout: float = _param(5.0, "seconds to wait for unREGISTERs when stopping")
+    dns_servers: tuple[str, ...] = _param((), "DNS server IP:PORT (repeatable; default: system)")
+    tls_ca_file: str | None = _param(None, "PEM file of trusted CAs for TLS")
+    tls_cert_file: str | None = _param(None, "PEM file of our TLS certificate")
+    tls_key_file: str | None = _param(None, "PEM file of our TLS private key")
+    tls_verify: bool = _param(True, "1: verify the registrar's TLS certificate")
+    keepalive_interval: int = _param(0, "seconds between keep-alives (0: none)")
+    max_auth_failures: int = _param(3, "rejected credentials in a row before giving up")
+    event_url: str | None = _param(None, "http(s) URL receiving state change events")
+    node_id: str | None = _param(None, "this node's name in the cluster")
+    shtag_takeover_s: float = _param(5.0, "seconds before a dead node's sharing tag is taken over")
+    retry_backoff_cap: int = _param(3600, "cap of the retry backoff in seconds (0: no growth)")
+
+    @property
+    def buckets(self) -> int:
+        return 2**self.hash_size
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Logical column name (``binding_URI``...) → column name in the table."""
+        return {
+            f.name.removesuffix("_column"): getattr(self, f.name)
+            for f in fields(self)
+            if f.name.endswith("_column")
+        }
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={redact_url(self.db_url) if f.name == 'db_url' else getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr
+        )
+        return f"Config({shown})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class DbUrl:
+    """Where the records live: an SQLite file or a PostgreSQL DSN."""
+
+    kind: Literal["sqlite", "postgres"]
+    path: str | None = None
+    # The URL as given, libpq accepts it unchanged; it may hold a password.
+    dsn: str | None = None
+
+    def __repr__(self) -> str:
+        dsn = None if self.dsn is None else redact_url(self.dsn)
+        return f"DbUrl(kind={self.kind!r}, path={self.path!r}, dsn={dsn!r})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``user:***@host``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def parse_db_url(url: str) -> DbUrl:
+    """Split a ``db_url`` into the store kind and its location."""
+    shown = redact_url(url)
+    if url.startswith("sqlite:///"):
+        # sqlite:///rel → "rel"; sqlite:////abs → "/abs" (three slashes, then the path).
+        path = url.removeprefix("sqlite:///")
+        if not path or path.endswith("/"):
+            raise ConfigError("db_url", f"{shown} names no SQLite file")
+        return DbUrl("sqlite", path=path)
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("postgres", "postgresql") and "://" in url:
+        try:
+            urlsplit(url).port
+        except ValueError:
+            raise ConfigError("db_url", f"{shown} has a bad port") from None
+        return DbUrl("postgres", dsn=url)
+    raise ConfigError(
+        "db_url",
+        f"{shown} is not sqlite:///relative/path, sqlite:////absolute/path "
+        "or postgres://user:password@host:port/dbname",
+    )
+
+
+def parse_dns_server(text: str) -> tuple[str, int]:
+    """``IP:PORT`` (IPv6 in brackets) → (ip, port)."""
+    host, port = _split_host_port(text)
+    return _ip(host), port
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError("an IPv6 address needs [brackets] and a :PORT")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon or ":" in host:
+            raise ValueError("expected IP:PORT (IPv6 as [IP]:PORT)")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError("the port must be 1-65535")
+    return host, int(port_text)
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def _check_listen(text: str) -> None:
+    """OpenSIPS socket syntax: ``udp:IP:PORT``, ``tcp:...``, ``tls:...``."""
+    proto, colon, hostport = text.partition(":")
+    if not colon or proto.lower() not in ("udp", "tcp", "tls"):
+        raise ValueError("expected udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT")
+    host, _ = _split_host_port(hostport)
+    _ip(host)
+
+
+# Conversion of one raw value (a CLI string, or a TOML value) to a field's type.
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_SECRET = frozenset({"mi_token"})
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?\Z")
+
+
+def _shown(name: str, value: object) -> str:
+    """How a rejected value appears in an error: never a secret."""
+    if name in _SECRET:
+        return "the value"
+    if name in ("db_url", "event_url") and isinstance(value, str):
+        return repr(redact_url(value))
+    return repr(value)
+
+
+def _to_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(name, f"{_shown(name, value)} is not a boolean (0 or 1)")
+
+
+def _to_int(name: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(name, f"{_shown(name, value)} is not an integer")
+
+
+def _to_float(name: str, value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(name, f"{_shown(name, value)} is not a number") from None
+    else:
+        raise ConfigError(name, f"{_shown(name, value)} is not a number")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(name, "must be a finite number")
+    return number
+
+
+def _to_str(name: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise ConfigError(name, f"{_shown(name, value)} is not a string")
+
+
+def _to_optional_str(name: str, value: object) -> str | None:
+    # An empty value on the command line resets an optional parameter.
+    text = _to_str(name, value)
+    return text or None
+
+
+def _to_str_tuple(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(_to_str(name, item) for item in value)
+    raise ConfigError(name, f"{_shown(name, value)} is not a string or a list of strings")
+
+
+_CONVERTERS: dict[object, typing.Callable[[str, object], object]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    str | None: _to_optional_str,
+    tuple[str, ...]: _to_str_tuple,
+}
+_TYPES = typing.get_type_hints(Config)
+_NAMES = frozenset(f.name for f in fields(Config))
+
+
+def _convert(name: str, value: object) -> object:
+    return _CONVERTERS[_TYPES[name]](name, value)
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("config", f"{path} is not valid TOML: {e}") from None
+
+
+def load_config(cli: Mapping[str, object], config_file: str | None = None) -> Config:
+    """Build the configuration: defaults, then the TOML file, then the command line.
+
+    ``cli`` maps parameter names (``hash_size`` or ``hash-size``) to values as given
+    on the command line (strings, lists of strings for repeatable parameters);
+    ``None`` means not given.
+    """
+    values: dict[str, object] = {}
+    if config_file is not None:
+        for name, value in _read_toml(config_file).items():
+            if name not in _NAMES:
+                raise ConfigError(name, "no such parameter")
+            values[name] = _convert(name, value)
+    for given, value in cli.items():
+        name = given.replace("-", "_")
+        if name not in _NAMES:
+            raise ConfigError(name, "no such parameter")
+        if value is not None:
+            values[name] = _convert(name, value)
+    config = replace(Config(), **values)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Raise :class:`ConfigError` for the first parameter that cannot work."""
+    _at_least(config, "hash_size", 1, 20)
+    _at_least(config, "timer_interval", 1)
+    if config.timer_interval < config.buckets:
+        raise ConfigError(
+            "timer_interval",
+            f"must be at least the number of buckets ({config.buckets})",
+        )
+    if not 0 < config.reregister_expiry_percentage <= 100:
+        raise ConfigError("reregister_expiry_percentage", "must be in 1..100")
+    _at_least(config, "default_expires", 15)
+    _at_least(config, "failure_retry_interval", 0)
+    _at_least(config, "max_register_rate", 0)
+    _at_least(config, "shutdown_timeout", 0)
+    _at_least(config, "keepalive_interval", 0)
+    _at_least(config, "max_auth_failures", 1)
+    _at_least(config, "retry_backoff_cap", 0)
+    if config.shtag_takeover_s <= 0:
+        raise ConfigError("shtag_takeover_s", "must be more than 0")
+    _check_names(config)
+    db = parse_db_url(config.db_url)
+    if config.enable_clustering:
+        if db.kind != "postgres":
+            raise ConfigError("enable_clustering", "clustering needs a PostgreSQL db_url")
+        if config.node_id is None:
+            raise ConfigError("node_id", "clustering needs a node_id")
+    if config.node_id is not None and not _printable_word(config.node_id):
+        raise ConfigError("node_id", "must be printable text without spaces")
+    _check_each(config, "listen", config.listen, _check_listen)
+    if not config.listen:
+        raise ConfigError("listen", "at least one SIP socket is needed")
+    _check_each(config, "dns_servers", config.dns_servers, parse_dns_server)
+    _check_mi(config)
+    _check_tls(config)
+    if config.event_url is not None:
+        _check_event_url(config.event_url)
+    if not config.user_agent.isprintable() or not config.user_agent.strip():
+        raise ConfigError("user_agent", "must be non-empty printable text")
+
+
+def _at_least(config: Config, name: str, low: float, high: float | None = None) -> None:
+    value = getattr(config, name)
+    if high is None and value < low:
+        raise ConfigError(name, f"must be at least {low}, not {value}")
+    if high is not None and not low <= value <= high:
+        raise ConfigError(name, f"must be in {low}..{high}, not {value}")
+
+
+def _check_names(config: Config) -> None:
+    if not _TABLE.match(config.table_name):
+        raise ConfigError("table_name", f"{config.table_name!r} is not an SQL table name")
+    seen: dict[str, str] = {}
+    for f in fields(config):
+        if not f.name.endswith("_column"):
+            continue
+        column = getattr(config, f.name)
+        if not _IDENTIFIER.match(column):
+            raise ConfigError(f.name, f"{column!r} is not an SQL column name")
+        if column.lower() in seen:
+            raise ConfigError(f.name, f"column {column!r} is already used by {seen[column.lower()]}")
+        seen[column.lower()] = f.name
+
+
+def _check_each(
+    config: Config, name: str, values: Iterable[str], check: typing.Callable[[str], object]
+) -> None:
+    for value in values:
+        try:
+            check(value)
+        except ValueError as e:
+            raise ConfigError(name, f"{value!r}: {e}") from None
+
+
+def _check_mi(config: Config) -> None:
+    try:
+        # Parsing only: the endpoint is built again, with the reactor, by the service.
+        serverFromString(None, config.mi_listen)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError("mi_listen", f"{config.mi_listen!r} is not a Twisted endpoint: {e}") from None
+    if config.mi_token is not None and not _printable_word(config.mi_token):
+        # The token travels in an HTTP header; never echo it.
+        raise ConfigError("mi_token", "must be printable text without spaces")
+
+
+def _check_tls(config: Config) -> None:
+    for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(config, name)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(name, f"{path!r} is not a readable file")
+    if config.tls_key_file is not None and config.tls_cert_file is None:
+        raise ConfigError("tls_key_file", "a private key needs tls_cert_file")
+
+
+def _check_event_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port
+    except ValueError:
+        raise ConfigError("event_url", f"{redact_url(url)!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("event_url", f"{redact_url(url)!r} is not an http(s) URL")
+
+
+def _printable_word(text: str) -> bool:
+    return bool(text) and text.isprintable() and not any(c.isspace() for c in text)
+
+
+def _default_text(value: object) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, tuple):
+        return ", ".join(value) or "none"
+    return "none" if value is None else str(value)
+
+
+def _option_name(name: str) -> str:
+    return name.replace("_", "-")
+
+
+_REPEATABLE = frozenset({"listen", "dns_servers"})
+
+
+class Options(usage.Options):
+    """twistd options: one ``--long-option VALUE`` per parameter, plus ``--config``."""
+
+    optParameters = [["config", "c", None, "TOML file of parameters (the command line wins)"]] + [
+        [
+            _option_name(f.name),
+            None,
+            None,
+            f"{f.metadata['help']} (default: {_default_text(f.default)})",
+        ]
+        for f in fields(Config)
+        if f.name not in _REPEATABLE
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Only what the user typed is passed on, so that file values survive.
+        self._listen: list[str] = []
+        self._dns_servers: list[str] = []
+
+    def opt_listen(self, value: str) -> None:
+        """SIP socket proto:IP:PORT, e.g. udp:[::1]:5060 (repeatable; default:
+        udp:127.0.0.1:5060)"""
+        self._listen.append(value)
+
+    def opt_dns_servers(self, value: str) -> None:
+        """DNS server IP:PORT (repeatable; default: the system's)"""
+        self._dns_servers.append(value)
+
+    def postOptions(self) -> None:
+        cli: dict[str, object] = {
+            f.name: self[_option_name(f.name)] for f in fields(Config) if f.name not in _REPEATABLE
+        }
+        cli["listen"] = self._listen or None
+        cli["dns_servers"] = self._dns_servers or None
+        try:
+            self.config = load_config(cli, self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
