@@ -1,0 +1,139 @@
+"""Prometheus metrics: a private registry and a synchronous ``GET /metrics`` resource.
+
+Hot paths pay nothing for what is read at scrape time: the record count per
+state comes from ``state_counts()`` and the transport's counters are mirrored
+from ``transport_stats()``, both called only when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+REGISTER_KINDS = ("register", "unregister", "auth", "retry")
+
+# transport_stats() key -> (metric name without _total, help text).
+TRANSPORT_COUNTERS: Mapping[str, tuple[str, str]] = {
+    "requests_sent": ("uac_registrant_sip_requests_sent", "SIP requests sent (first copies)"),
+    "retransmissions": ("uac_registrant_retransmissions", "SIP request retransmissions (Timer E)"),
+    "timeouts": ("uac_registrant_transaction_timeouts", "Client transactions ended by Timer F"),
+    "responses_received": ("uac_registrant_sip_responses_received", "SIP responses received"),
+    "stray_responses": (
+        "uac_registrant_stray_responses",
+        "SIP responses matching no client transaction",
+    ),
+    "malformed_datagrams": (
+        "uac_registrant_malformed_datagrams",
+        "Malformed SIP messages dropped",
+    ),
+    "incoming_requests": ("uac_registrant_sip_requests_received", "SIP requests received"),
+}
+
+StateCounts = Callable[[], Mapping[str, int]]
+TransportStats = Callable[[], Mapping[str, int]]
+
+
+class _ScrapeTimeCollector(Collector):
+    def __init__(self, state_counts: StateCounts | None, transport_stats: TransportStats | None):
+        self._state_counts = state_counts
+        self._transport_stats = transport_stats
+
+    def collect(self) -> Iterator[Metric]:
+        records = GaugeMetricFamily(
+            "uac_registrant_records", "Registrant records by state", labels=["state"]
+        )
+        if self._state_counts is not None:
+            for state, count in self._state_counts().items():
+                records.add_metric([state], count)
+        yield records
+        stats = self._transport_stats() if self._transport_stats is not None else {}
+        for key, (name, documentation) in TRANSPORT_COUNTERS.items():
+            yield CounterMetricFamily(name, documentation, value=stats.get(key, 0))
+
+
+class Metrics:
+    """Every metric the service exports, in a registry of its own.
+
+    ``state_counts()`` returns ``{state name: number of records}`` (include
+    the zero states for stable series); ``transport_stats()`` returns the
+    transaction layer's counters under the keys of ``TRANSPORT_COUNTERS``.
+    """
+
+    def __init__(
+        self,
+        *,
+        state_counts: StateCounts | None = None,
+        transport_stats: TransportStats | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_ScrapeTimeCollector(state_counts, transport_stats))
+
+        def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, documentation, labels, registry=self.registry)
+
+        self._register_sent = counter(
+            "uac_registrant_register_sent", "REGISTER requests started, by kind", ("kind",)
+        )
+        for kind in REGISTER_KINDS:
+            # Present from the start, so rate() sees the first increment.
+            self._register_sent.labels(kind=kind)
+        self._replies = counter(
+            "uac_registrant_replies", "Final replies to REGISTER", ("class", "code")
+        )
+        self._auth_failures = counter(
+            "uac_registrant_auth_failures", "Registrations ended in WRONG_CREDENTIALS"
+        )
+        self._rows_skipped = counter(
+            "uac_registrant_rows_skipped", "Table rows skipped at load as invalid"
+        )
+        self._rate_limited = counter(
+            "uac_registrant_rate_limited", "REGISTERs delayed by the global rate limit"
+        )
+        self._mi_calls = counter(
+            "uac_registrant_mi_calls", "MI commands called", ("method", "result")
+        )
+
+    def register_sent(self, kind: str) -> None:
+        if kind not in REGISTER_KINDS:
+            raise ValueError(f"unknown REGISTER kind {kind!r}")
+        self._register_sent.labels(kind=kind).inc()
+
+    def reply(self, code: int) -> None:
+        self._replies.labels(**{"class": f"{code // 100}xx", "code": str(code)}).inc()
+
+    def auth_failure(self) -> None:
+        self._auth_failures.inc()
+
+    def row_skipped(self) -> None:
+        self._rows_skipped.inc()
+
+    def rate_limited(self) -> None:
+        self._rate_limited.inc()
+
+    def mi_call(self, method: str, result: str) -> None:
+        """Fits ``MIResource(on_call=...)``."""
+        self._mi_calls.labels(method=method, result=result).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsResource(Resource):
+    """``GET /metrics`` in the Prometheus text format, rendered in the reactor thread."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE)
+        return self._metrics.render()
