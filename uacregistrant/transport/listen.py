@@ -1,0 +1,97 @@
+"""Socket specifications in OpenSIPS syntax, and where a request goes."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+TRANSPORTS = ("udp", "tcp", "tls")
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+def _family(host: str) -> int:
+    return ipaddress.ip_address(host).version
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketSpec:
+    """A listening socket: ``udp:127.0.0.1:5060``, ``tls:[::1]:5061``."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{_host_port(self.host, self.port)}"
+
+    @property
+    def family(self) -> int:
+        """4 or 6."""
+        return _family(self.host)
+
+    @property
+    def sent_by(self) -> str:
+        """The Via sent-by for requests leaving through this socket."""
+        return _host_port(self.host, self.port)
+
+
+def parse_socket(text: str) -> SocketSpec:
+    """Parse ``proto:IP[:PORT]``; IPv6 addresses go in brackets.
+
+    Raises ValueError naming what is wrong.
+    """
+    transport, sep, rest = text.strip().partition(":")
+    transport = transport.lower()
+    if not sep or transport not in TRANSPORTS:
+        raise ValueError(f"socket {text!r}: expected udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT")
+    if rest.startswith("["):
+        host, bracket, tail = rest[1:].partition("]")
+        if not bracket or (tail and not tail.startswith(":")):
+            raise ValueError(f"socket {text!r}: unterminated or malformed [IPv6] address")
+        port_text = tail[1:] if tail else ""
+    elif rest.count(":") > 1:
+        raise ValueError(f"socket {text!r}: write IPv6 addresses in brackets, e.g. udp:[::1]:5060")
+    else:
+        host, _, port_text = rest.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"socket {text!r}: {host!r} is not an IP address") from None
+    if not port_text:
+        port = _DEFAULT_PORTS[transport]
+    elif port_text.isdigit() and 0 <= int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        raise ValueError(f"socket {text!r}: port {port_text!r} is not a number from 0 to 65535")
+    return SocketSpec(transport, str(address), port)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """The next hop of a request, already resolved to an IP literal."""
+
+    transport: str
+    host: str
+    port: int
+    # The name the TLS certificate must match, also sent as SNI.
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"destination transport {self.transport!r} is not one of {TRANSPORTS}")
+        ipaddress.ip_address(self.host)
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{_host_port(self.host, self.port)}"
+
+    @property
+    def family(self) -> int:
+        return _family(self.host)
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
