@@ -138,6 +138,11 @@ def test_empty_optional_value_resets_it(tmp_path: Path) -> None:
     assert load_config({"event_url": ""}, path).event_url is None
 
 
+def test_listen_in_opensips_socket_syntax() -> None:
+    listen = ("udp:127.0.0.1:5060", "tcp:[::1]:5070", "tls:127.0.0.1", "UDP:0.0.0.0:5080")
+    assert load_config({"listen": list(listen)}).listen == listen
+
+
 def test_small_timer_interval_is_allowed_down_to_the_buckets() -> None:
     assert load_config({"timer_interval": "2"}).timer_interval == 2
 
@@ -183,7 +188,7 @@ BAD = [
     ({"table_name": "registrant; drop"}, "table_name"),
     ({"aor_column": "a or"}, "aor_column"),
     ({"proxy_column": "registrar"}, "proxy_column"),
-    ({"listen": ["udp:127.0.0.1"]}, "listen"),
+    ({"listen": ["udp:127.0.0.1:x"]}, "listen"),
     ({"listen": ["sctp:127.0.0.1:5060"]}, "listen"),
     ({"listen": ["udp:localhost:5060"]}, "listen"),
     ({"listen": ["udp:127.0.0.1:0"]}, "listen"),
@@ -395,7 +400,7 @@ def test_options_keep_file_values_not_given_on_the_command_line(tmp_path: Path) 
          "bad parameter timer_interval: must be at least the number of buckets (4)"),
         (["--enable-clustering", "1"],
          "bad parameter enable_clustering: clustering needs a PostgreSQL db_url"),
-        (["--listen", "udp:127.0.0.1"], "bad parameter listen: "),
+        (["--listen", "udp:127.0.0.1:x"], "bad parameter listen: "),
     ],
 )
 def test_options_usage_error(argv: list[str], message: str) -> None:

@@ -22,6 +22,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from uacregistrant import __version__
+from uacregistrant.transport.listen import parse_socket
 
 
 class ConfigError(Exception):
@@ -167,40 +168,30 @@ def parse_db_url(url: str) -> DbUrl:
 
 
 def parse_dns_server(text: str) -> tuple[str, int]:
-    """``IP:PORT`` (IPv6 in brackets) → (ip, port)."""
-    host, port = _split_host_port(text)
-    return _ip(host), port
-
-
-def _split_host_port(text: str) -> tuple[str, int]:
+    """``IP:PORT`` (IPv6 as ``[IP]:PORT``) → (ip, port); ValueError if malformed."""
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or not rest.startswith(":"):
-            raise ValueError("an IPv6 address needs [brackets] and a :PORT")
+            raise ValueError(f"{text!r}: expected [IPv6]:PORT")
         port_text = rest[1:]
     else:
         host, colon, port_text = text.rpartition(":")
         if not colon or ":" in host:
-            raise ValueError("expected IP:PORT (IPv6 as [IP]:PORT)")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError("the port must be 1-65535")
-    return host, int(port_text)
-
-
-def _ip(text: str) -> str:
+            raise ValueError(f"{text!r}: expected IP:PORT (IPv6 as [IP]:PORT)")
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IP address") from None
+        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be 1-65535")
+    return str(address), int(port_text)
 
 
 def _check_listen(text: str) -> None:
-    """OpenSIPS socket syntax: ``udp:IP:PORT``, ``tcp:...``, ``tls:...``."""
-    proto, colon, hostport = text.partition(":")
-    if not colon or proto.lower() not in ("udp", "tcp", "tls"):
-        raise ValueError("expected udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT")
-    host, _ = _split_host_port(hostport)
-    _ip(host)
+    """OpenSIPS socket syntax, as the transport reads it; no ephemeral port 0,
+    since the socket must be named again by ``forced_socket``."""
+    if parse_socket(text).port == 0:
+        raise ValueError(f"socket {text!r}: the port must be 1-65535")
 
 
 # Conversion of one raw value (a CLI string, or a TOML value) to a field's type.
@@ -356,10 +347,10 @@ def validate(config: Config) -> None:
             raise ConfigError("node_id", "clustering needs a node_id")
     if config.node_id is not None and not _printable_word(config.node_id):
         raise ConfigError("node_id", "must be printable text without spaces")
-    _check_each(config, "listen", config.listen, _check_listen)
     if not config.listen:
         raise ConfigError("listen", "at least one SIP socket is needed")
-    _check_each(config, "dns_servers", config.dns_servers, parse_dns_server)
+    _check_each("listen", config.listen, _check_listen)
+    _check_each("dns_servers", config.dns_servers, parse_dns_server)
     _check_mi(config)
     _check_tls(config)
     if config.event_url is not None:
@@ -391,14 +382,12 @@ def _check_names(config: Config) -> None:
         seen[column.lower()] = f.name
 
 
-def _check_each(
-    config: Config, name: str, values: Iterable[str], check: typing.Callable[[str], object]
-) -> None:
+def _check_each(name: str, values: Iterable[str], check: typing.Callable[[str], object]) -> None:
     for value in values:
         try:
             check(value)
         except ValueError as e:
-            raise ConfigError(name, f"{value!r}: {e}") from None
+            raise ConfigError(name, str(e)) from None
 
 
 def _check_mi(config: Config) -> None:
