@@ -39,8 +39,8 @@ class ConfigError(Exception):
         return f"bad parameter {self.parameter}: {self.reason}"
 
 
-def _param(default: Any, help: str, *, repr: bool = True) -> Any:
-    return field(default=default, repr=repr, metadata={"help": help})
+def _param(default: Any, doc: str, *, shown: bool = True) -> Any:
+    return field(default=default, repr=shown, metadata={"doc": doc})
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -78,7 +78,7 @@ class Config:
         ("udp:127.0.0.1:5060",), "SIP socket proto:IP:PORT (udp, tcp, tls; repeatable)"
     )
     mi_listen: str = _param("tcp:8888:interface=127.0.0.1", "Twisted endpoint of the MI HTTP server")
-    mi_token: str | None = _param(None, "bearer token required by the MI server", repr=False)
+    mi_token: str | None = _param(None, "bearer token required by the MI server", shown=False)
     user_agent: str = _param(f"uac-registrant {__version__}", "User-Agent header value")
     max_register_rate: float = _param(0.0, "REGISTERs per second at most (0: unlimited)")
     unregister_on_shutdown: bool = _param(True, "1: unREGISTER bound records when stopping")
@@ -447,7 +447,7 @@ class Options(usage.Options):
             _option_name(f.name),
             None,
             None,
-            f"{f.metadata['help']} (default: {_default_text(f.default)})",
+            f"{f.metadata['doc']} (default: {_default_text(f.default)})",
         ]
         for f in fields(Config)
         if f.name not in _REPEATABLE
