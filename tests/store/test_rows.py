@@ -1,0 +1,223 @@
+"""Row validation at load time, SPEC §1.2, and the column names."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from uacregistrant.registrant.record import RecordConfig
+from uacregistrant.store.rows import (
+    LOGICAL_COLUMNS,
+    Columns,
+    RowError,
+    record_from_row,
+    row_from_record,
+)
+
+USERNAME = "alice-login-name"
+PASSWORD = "s3cr3t-Pa55"
+SOCKETS = ("udp:127.0.0.1:5060", "tcp:[::1]:5061")
+
+
+def good_row(**changes: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "id": 7,
+        "registrar": "sip:registrar.example.com:5080",
+        "proxy": None,
+        "aor": "sip:alice@example.com",
+        "third_party_registrant": None,
+        "username": USERNAME,
+        "password": PASSWORD,
+        "binding_uri": "sip:alice@127.0.0.1:5062",
+        "binding_params": None,
+        "expiry": 3600,
+        "forced_socket": None,
+        "cluster_shtag": None,
+        "state": 0,
+    }
+    row.update(changes)
+    return row
+
+
+def load(row: dict[str, object]) -> RecordConfig:
+    return record_from_row(row, timer_interval=100, default_expires=1800, sockets=SOCKETS)
+
+
+def test_good_row_becomes_record() -> None:
+    record = load(good_row())
+    assert record == RecordConfig(
+        registrar="sip:registrar.example.com:5080",
+        aor="sip:alice@example.com",
+        binding_uri="sip:alice@127.0.0.1:5062",
+        expiry=3600,
+        id=7,
+        username=USERNAME,
+        password=PASSWORD,
+    )
+    assert record.enabled
+
+
+def test_every_optional_column_set() -> None:
+    record = load(
+        good_row(
+            proxy="sip:proxy.example.com;transport=tcp",
+            third_party_registrant="sip:bob@example.com",
+            binding_params=";reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\"",
+            forced_socket="udp:127.0.0.1:5060",
+            cluster_shtag="vip/1",
+            state=1,
+        )
+    )
+    assert record.proxy == "sip:proxy.example.com;transport=tcp"
+    assert record.third_party_registrant == "sip:bob@example.com"
+    assert record.unique_binding
+    assert record.forced_socket == "udp:127.0.0.1:5060"
+    assert record.shtag == ("vip", 1)
+    assert not record.enabled
+
+
+@pytest.mark.parametrize(
+    "column", ["proxy", "third_party_registrant", "username", "password", "binding_params",
+               "forced_socket", "cluster_shtag"]
+)
+@pytest.mark.parametrize("empty", [None, ""])
+def test_empty_optional_column_is_absent(column: str, empty: object) -> None:
+    assert getattr(load(good_row(**{column: empty})), column) is None
+
+
+def test_null_expiry_takes_default_expires() -> None:
+    assert load(good_row(expiry=None)).expiry == 1800
+
+
+@pytest.mark.parametrize(("state", "enabled"), [(0, True), (None, True), (1, False), (2, False)])
+def test_state_zero_is_enabled(state: object, enabled: bool) -> None:
+    assert load(good_row(state=state)).enabled is enabled
+
+
+def test_forced_socket_proto_compared_case_insensitively() -> None:
+    assert load(good_row(forced_socket="TCP:[::1]:5061")).forced_socket == "tcp:[::1]:5061"
+
+
+def test_cluster_shtag_name_may_contain_slash_and_spaces() -> None:
+    assert load(good_row(cluster_shtag="a/b / 12 ")).cluster_shtag == "a/b / 12 "
+
+
+BAD_ROWS = [
+    ({"registrar": None}, "registrar is empty"),
+    ({"registrar": ""}, "registrar is empty"),
+    ({"aor": None}, "aor is empty"),
+    ({"aor": ""}, "aor is empty"),
+    ({"binding_uri": None}, "binding_uri is empty"),
+    ({"binding_uri": ""}, "binding_uri is empty"),
+    ({"registrar": "registrar.example.com"}, "registrar is not a valid SIP URI"),
+    ({"registrar": "sip:"}, "registrar is not a valid SIP URI"),
+    ({"registrar": "sip:alice@registrar.example.com"}, "registrar must not have a user part"),
+    ({"proxy": "sip:"}, "proxy is not a valid SIP URI"),
+    ({"proxy": "sip:bob@proxy.example.com"}, "proxy must not have a user part"),
+    ({"aor": "alice at example"}, "aor is not a valid SIP URI"),
+    ({"third_party_registrant": "sip:"}, "third_party_registrant is not a valid SIP URI"),
+    ({"binding_uri": "not a uri"}, "binding_uri is not a valid SIP URI"),
+    ({"binding_params": "reg-id=1"}, "binding_params must start with ';'"),
+    ({"binding_params": ";=1"}, "binding_params do not parse as header parameters"),
+    ({"binding_params": ';q="open'}, "binding_params do not parse as header parameters"),
+    ({"expiry": 100}, "expiry 100 not above timer_interval 100"),
+    ({"expiry": 30}, "expiry 30 not above timer_interval 100"),
+    ({"expiry": -1}, "expiry -1 not above timer_interval 100"),
+    ({"expiry": "3600s"}, "expiry is not an integer"),
+    ({"expiry": 3600.5}, "expiry is not an integer"),
+    ({"forced_socket": "udp:10.0.0.1:5060"}, "forced_socket is not a listening socket"),
+    ({"forced_socket": "tcp:127.0.0.1:5060"}, "forced_socket is not a listening socket"),
+    ({"cluster_shtag": "vip"}, "cluster_shtag is not name/cluster_id"),
+    ({"cluster_shtag": "/1"}, "cluster_shtag is not name/cluster_id"),
+    ({"cluster_shtag": "vip/one"}, "cluster_shtag cluster_id is not an integer"),
+    ({"cluster_shtag": "vip/"}, "cluster_shtag cluster_id is not an integer"),
+    ({"cluster_shtag": "vip/-1"}, "cluster_shtag cluster_id is not an integer"),
+]
+
+
+@pytest.mark.parametrize(("changes", "reason"), BAD_ROWS)
+def test_bad_row_is_refused_with_reason(changes: dict[str, object], reason: str) -> None:
+    with pytest.raises(RowError) as caught:
+        load(good_row(**changes))
+    assert caught.value.reason == reason
+    assert str(caught.value) == reason
+
+
+def test_no_forced_socket_allowed_without_sockets() -> None:
+    with pytest.raises(RowError):
+        record_from_row(
+            good_row(forced_socket="udp:127.0.0.1:5060"), timer_interval=100, default_expires=3600
+        )
+
+
+def test_expiry_just_above_timer_interval_is_kept() -> None:
+    assert load(good_row(expiry=101)).expiry == 101
+
+
+@pytest.mark.parametrize(("changes", "reason"), BAD_ROWS)
+def test_no_reason_shows_credentials(changes: dict[str, object], reason: str) -> None:
+    # Credentials planted everywhere a reason could echo them, URI userinfo included.
+    planted = {
+        key: value.replace("alice", f"{USERNAME}:{PASSWORD}")
+        if isinstance(value, str)
+        else value
+        for key, value in changes.items()
+    }
+    with pytest.raises(RowError) as caught:
+        load(good_row(**planted))
+    assert PASSWORD not in str(caught.value)
+    assert USERNAME not in str(caught.value)
+
+
+def test_row_from_record_round_trips() -> None:
+    record = load(
+        good_row(
+            proxy="sip:proxy.example.com",
+            binding_params=";transport=udp",
+            cluster_shtag="vip/2",
+            state=1,
+        )
+    )
+    row = row_from_record(record)
+    assert set(row) == set(LOGICAL_COLUMNS) - {"id"}
+    assert row["state"] == 1
+    assert load({**row, "id": 7}) == record
+
+
+def test_columns_defaults_are_opensips() -> None:
+    columns = Columns()
+    assert columns.table == "registrant"
+    assert columns.binding_uri == "binding_URI"
+    assert [columns.physical(c) for c in LOGICAL_COLUMNS] == [
+        "id", "registrar", "proxy", "aor", "third_party_registrant", "username", "password",
+        "binding_URI", "binding_params", "expiry", "forced_socket", "cluster_shtag", "state",
+    ]
+
+
+def test_columns_from_config() -> None:
+    config = SimpleNamespace(
+        table_name="reg",
+        registrar_column="c_registrar",
+        proxy_column="c_proxy",
+        aor_column="c_aor",
+        third_party_registrant_column="c_tpr",
+        username_column="c_user",
+        password_column="c_pass",
+        binding_URI_column="c_binding",
+        binding_params_column="c_params",
+        expiry_column="c_expiry",
+        forced_socket_column="c_socket",
+        cluster_shtag_column="c_shtag",
+        state_column="c_state",
+    )
+    assert Columns.from_config(config) == Columns(
+        "reg", "c_registrar", "c_proxy", "c_aor", "c_tpr", "c_user", "c_pass", "c_binding",
+        "c_params", "c_expiry", "c_socket", "c_shtag", "c_state",
+    )
+
+
+def test_columns_from_default_config_are_defaults() -> None:
+    from uacregistrant.config import Config
+
+    assert Columns.from_config(Config()) == Columns()

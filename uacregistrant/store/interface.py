@@ -1,0 +1,112 @@
+"""What the service needs from a database, whichever database it is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from zope.interface import Attribute, Interface
+
+from uacregistrant.registrant.record import RecordConfig, RecordKey
+from uacregistrant.store.rows import RowError
+
+RUNTIME_TABLE = "uac_registrant_runtime"
+TABLE_VERSION = 3
+
+
+class StoreError(Exception):
+    """Root of the store's errors; messages never carry credentials."""
+
+
+class NoSuchRow(StoreError):
+    """No row has the (aor, binding_URI, registrar) triple."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeState:
+    """What a node must share so another can go on refreshing the same binding."""
+
+    key: RecordKey
+    call_id: str
+    from_tag: str
+    cseq: int
+    state: int
+    # The expiry the registrar granted, and when that binding runs out (epoch).
+    expires: int
+    expires_at: float
+    updated_at: float
+    last_code: int | None = None
+    last_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """The rows that became records and, for the others, (id, reason)."""
+
+    records: list[RecordConfig] = field(default_factory=list)
+    skipped: list[tuple[object, str]] = field(default_factory=list)
+
+
+Validate = Callable[[Mapping[str, object]], RecordConfig]
+
+
+class IRegistrantStore(Interface):
+    """The ``registrant`` table (OpenSIPS schema v3) plus our runtime table.
+
+    Every method returns a Deferred.  Rows are dicts keyed by the logical
+    column names of ``uacregistrant.store.rows.LOGICAL_COLUMNS``.
+    """
+
+    columns = Attribute("The Columns this store reads and writes.")
+
+    def open():
+        """Connect; create the missing tables; refuse a table version other than 3.
+
+        An existing ``registrant`` table is never altered.  Fails with
+        ``StoreError`` (``StoreUnavailable`` when the database is unreachable).
+        """
+
+    def load_rows():
+        """Deferred[list[dict]]: every row of the table, unvalidated."""
+
+    def load(validate):
+        """Deferred[LoadResult]: every row through ``validate``, which raises RowError."""
+
+    def load_row(key):
+        """Deferred[dict | None]: the row of a RecordKey."""
+
+    def set_state(key, enabled):
+        """Deferred[None]: write the ``state`` column; NoSuchRow when no row matched."""
+
+    def upsert(record):
+        """Deferred[None]: insert the RecordConfig, or update the row with its key."""
+
+    def delete(key):
+        """Deferred[None]: delete the row; NoSuchRow when absent."""
+
+    def save_runtime(states):
+        """Deferred[None]: insert or replace a batch of RuntimeState in one transaction."""
+
+    def load_runtime():
+        """Deferred[dict[RecordKey, RuntimeState]]."""
+
+    def delete_runtime(key):
+        """Deferred[None]: forget a key's runtime state (absent is fine)."""
+
+    def close():
+        """Deferred[None]: release the connections; later calls fail StoreUnavailable."""
+
+
+def validate_rows(rows: Sequence[Mapping[str, object]], validate: Validate) -> LoadResult:
+    """Split rows into records and skipped (id, reason); shared by the stores."""
+    result = LoadResult()
+    for row in rows:
+        try:
+            result.records.append(validate(row))
+        except RowError as e:
+            result.skipped.append((row.get("id"), e.reason))
+    return result

@@ -1,0 +1,236 @@
+"""Rows of the ``registrant`` table: column names, validation and conversion.
+
+Pure code: a row arrives as a mapping keyed by logical column names (whatever
+the ``*_column`` parameters call them in the database) and leaves as a
+``RecordConfig``, or a ``RowError`` saying briefly why the row is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from uacregistrant.registrant.record import RecordConfig
+from uacregistrant.sip.errors import ParseError
+from uacregistrant.sip.message import parse_name_addr
+from uacregistrant.sip.uri import parse_uri
+
+# The logical names, in the order of OpenSIPS's table; ``id`` is not configurable.
+LOGICAL_COLUMNS: tuple[str, ...] = (
+    "id",
+    "registrar",
+    "proxy",
+    "aor",
+    "third_party_registrant",
+    "username",
+    "password",
+    "binding_uri",
+    "binding_params",
+    "expiry",
+    "forced_socket",
+    "cluster_shtag",
+    "state",
+)
+
+_CLUSTER_ID = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Physical table and column names; defaults are OpenSIPS's."""
+
+    table: str = "registrant"
+    registrar: str = "registrar"
+    proxy: str = "proxy"
+    aor: str = "aor"
+    third_party_registrant: str = "third_party_registrant"
+    username: str = "username"
+    password: str = "password"
+    binding_uri: str = "binding_URI"
+    binding_params: str = "binding_params"
+    expiry: str = "expiry"
+    forced_socket: str = "forced_socket"
+    cluster_shtag: str = "cluster_shtag"
+    state: str = "state"
+
+    @classmethod
+    def from_config(cls, config: Any) -> Columns:
+        """Read ``table_name`` and the twelve ``*_column`` parameters."""
+        return cls(
+            table=config.table_name,
+            registrar=config.registrar_column,
+            proxy=config.proxy_column,
+            aor=config.aor_column,
+            third_party_registrant=config.third_party_registrant_column,
+            username=config.username_column,
+            password=config.password_column,
+            binding_uri=config.binding_URI_column,
+            binding_params=config.binding_params_column,
+            expiry=config.expiry_column,
+            forced_socket=config.forced_socket_column,
+            cluster_shtag=config.cluster_shtag_column,
+            state=config.state_column,
+        )
+
+    def physical(self, logical: str) -> str:
+        """The database name of a logical column (``id`` is always ``id``)."""
+        if logical == "id":
+            return "id"
+        if logical not in LOGICAL_COLUMNS:
+            raise KeyError(logical)
+        return getattr(self, logical)
+
+
+class RowError(Exception):
+    """A row that cannot become a record.
+
+    The reason names columns and numbers only: never a credential, and never
+    a URI text, which may carry a password in its userinfo.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _text(row: Mapping[str, object], name: str) -> str | None:
+    """An optional text column: NULL and the empty string both mean absent."""
+    value = row.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RowError(f"{name} is not text")
+    return value
+
+
+def _required(row: Mapping[str, object], name: str) -> str:
+    value = _text(row, name)
+    if value is None:
+        raise RowError(f"{name} is empty")
+    return value
+
+
+def _check_uri(name: str, text: str, *, user_allowed: bool = True) -> None:
+    try:
+        uri = parse_uri(text)
+    except ParseError:
+        raise RowError(f"{name} is not a valid SIP URI") from None
+    if not user_allowed and uri.user is not None:
+        raise RowError(f"{name} must not have a user part")
+
+
+def _check_binding_params(binding_uri: str, params: str) -> None:
+    if not params.startswith(";"):
+        raise RowError("binding_params must start with ';'")
+    # Parsed as the Contact header value we will send, as OpenSIPS does.
+    try:
+        parse_name_addr(f"<{binding_uri}>{params}")
+    except ParseError:
+        raise RowError("binding_params do not parse as header parameters") from None
+
+
+def _socket_key(text: str) -> str:
+    proto, sep, rest = text.partition(":")
+    return proto.lower() + sep + rest
+
+
+def _forced_socket(text: str, sockets: Collection[str]) -> str:
+    wanted = _socket_key(text)
+    for socket in sockets:
+        if _socket_key(socket) == wanted:
+            return socket
+    raise RowError("forced_socket is not a listening socket")
+
+
+def _check_cluster_shtag(text: str) -> None:
+    name, sep, cluster_id = text.rpartition("/")
+    if not sep or not name.strip():
+        raise RowError("cluster_shtag is not name/cluster_id")
+    if not _CLUSTER_ID.fullmatch(cluster_id.strip()):
+        raise RowError("cluster_shtag cluster_id is not an integer")
+
+
+def _expiry(value: object, *, timer_interval: int, default_expires: int) -> int:
+    if value is None:
+        return default_expires
+    # bool is an int subclass; a True expiry is a driver accident, not a number.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RowError("expiry is not an integer")
+    if value <= timer_interval:
+        raise RowError(f"expiry {value} not above timer_interval {timer_interval}")
+    return value
+
+
+def record_from_row(
+    row: Mapping[str, object],
+    *,
+    timer_interval: int,
+    default_expires: int,
+    sockets: Collection[str] = (),
+) -> RecordConfig:
+    """Validate one row (logical names) as OpenSIPS's loader does, SPEC §1.2.
+
+    ``forced_socket`` comes back as the matching entry of ``sockets``, so the
+    transport can look it up as is.
+    """
+    registrar = _required(row, "registrar")
+    aor = _required(row, "aor")
+    binding_uri = _required(row, "binding_uri")
+    _check_uri("registrar", registrar, user_allowed=False)
+    proxy = _text(row, "proxy")
+    if proxy is not None:
+        _check_uri("proxy", proxy, user_allowed=False)
+    _check_uri("aor", aor)
+    third_party = _text(row, "third_party_registrant")
+    if third_party is not None:
+        _check_uri("third_party_registrant", third_party)
+    _check_uri("binding_uri", binding_uri)
+    binding_params = _text(row, "binding_params")
+    if binding_params is not None:
+        _check_binding_params(binding_uri, binding_params)
+    expiry = _expiry(
+        row.get("expiry"), timer_interval=timer_interval, default_expires=default_expires
+    )
+    forced_socket = _text(row, "forced_socket")
+    if forced_socket is not None:
+        forced_socket = _forced_socket(forced_socket, sockets)
+    cluster_shtag = _text(row, "cluster_shtag")
+    if cluster_shtag is not None:
+        _check_cluster_shtag(cluster_shtag)
+    row_id = row.get("id")
+    return RecordConfig(
+        registrar=registrar,
+        aor=aor,
+        binding_uri=binding_uri,
+        expiry=expiry,
+        id=row_id if isinstance(row_id, int) else None,
+        proxy=proxy,
+        third_party_registrant=third_party,
+        username=_text(row, "username"),
+        password=_text(row, "password"),
+        binding_params=binding_params,
+        forced_socket=forced_socket,
+        cluster_shtag=cluster_shtag,
+        # OpenSIPS: 0 is enabled, anything else disabled; NULL is the column default.
+        enabled=row.get("state") in (None, 0),
+    )
+
+
+def row_from_record(record: RecordConfig) -> dict[str, object]:
+    """The logical-name row to write for a record; ``id`` is the database's."""
+    return {
+        "registrar": record.registrar,
+        "proxy": record.proxy,
+        "aor": record.aor,
+        "third_party_registrant": record.third_party_registrant,
+        "username": record.username,
+        "password": record.password,
+        "binding_uri": record.binding_uri,
+        "binding_params": record.binding_params,
+        "expiry": record.expiry,
+        "forced_socket": record.forced_socket,
+        "cluster_shtag": record.cluster_shtag,
+        "state": 0 if record.enabled else 1,
+    }
