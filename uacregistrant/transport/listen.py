@@ -61,6 +61,8 @@ def parse_socket(text: str) -> SocketSpec:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"socket {text!r}: {host!r} is not an IP address") from None
+    if address.version == 4 and rest.startswith("["):
+        raise ValueError(f"socket {text!r}: brackets are for IPv6 addresses only")
     if not port_text:
         port = _DEFAULT_PORTS[transport]
     elif port_text.isdigit() and 0 <= int(port_text) <= 65535:
