@@ -1,0 +1,71 @@
+"""pytest fixtures for the real peers; load with ``pytest_plugins = ["tests.peers.fixtures"]``.
+
+- ``kamailio``: a factory, ``kamailio(users={"alice": "pw"}, min_expires=60)`` returns a
+  started :class:`~tests.peers.kamailio.Kamailio` on a free port; all are stopped at teardown.
+- ``postgres``: one private :class:`~tests.peers.postgres.Postgres` cluster for the session.
+- ``pg_dsn``: a fresh, empty database on it for one test (dropped afterwards).
+
+Missing binaries skip these tests, or fail them when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.peers import free_port, unavailable
+from tests.peers import kamailio as kamailio_peer
+from tests.peers import postgres as postgres_peer
+
+
+@pytest.fixture
+def kamailio(tmp_path: pathlib.Path) -> Iterator[Callable[..., kamailio_peer.Kamailio]]:
+    started: list[kamailio_peer.Kamailio] = []
+
+    def start(*, users: dict[str, str] | None = None, **options: Any) -> kamailio_peer.Kamailio:
+        modules = kamailio_peer.REQUIRED_MODULES + (("tls",) if options.get("tls_port") else ())
+        reason = kamailio_peer.unavailable_reason(modules)
+        if reason is not None:
+            unavailable(reason)
+        options.setdefault("port", free_port("udp"))
+        registrar = kamailio_peer.Kamailio(
+            tmp_path / "kamailio-{}".format(len(started)), users=users or {}, **options)
+        started.append(registrar)
+        registrar.start()
+        return registrar
+
+    try:
+        yield start
+    finally:
+        for registrar in started:
+            registrar.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[postgres_peer.Postgres]:
+    reason = postgres_peer.unavailable_reason()
+    if reason is not None:
+        unavailable(reason)
+    cluster = postgres_peer.Postgres()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_dsn(postgres: postgres_peer.Postgres) -> Iterator[str]:
+    name = "test_" + uuid.uuid4().hex[:12]
+    dsn = postgres.create_database(name)
+    try:
+        yield dsn
+    finally:
+        # A test that stopped the shared cluster must not take the others down with it.
+        if not postgres.running():
+            postgres.start()
+        postgres.drop_database(name)
