@@ -1,0 +1,131 @@
+"""The databases the store contract runs on; one entry of BACKENDS each."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from uacregistrant.store.interface import IRegistrantStore
+from uacregistrant.store.rows import Columns
+from uacregistrant.store.sqlite import SQLiteStore
+
+
+class SQLiteBackend:
+    """A fresh SQLite file per test, with a plain sqlite3 side door for set-up and checks.
+
+    The contract suite uses only the methods below, never SQL of its own, so
+    another database joins it with a class of the same shape in BACKENDS.
+    """
+
+    # scripts/sqlite/standard-create.sql and registrant-create.sql as OpenSIPS ships them.
+    OPENSIPS_VERSION_TABLE = """CREATE TABLE version (
+    table_name CHAR(32) NOT NULL,
+    table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_t_name_idx  UNIQUE (table_name)
+)"""
+    OPENSIPS_REGISTRANT_V3 = """CREATE TABLE registrant (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    registrar CHAR(255) DEFAULT '' NOT NULL,
+    proxy CHAR(255) DEFAULT NULL,
+    aor CHAR(255) DEFAULT '' NOT NULL,
+    third_party_registrant CHAR(255) DEFAULT NULL,
+    username CHAR(64) DEFAULT NULL,
+    password CHAR(64) DEFAULT NULL,
+    binding_URI CHAR(255) DEFAULT '' NOT NULL,
+    binding_params CHAR(64) DEFAULT NULL,
+    expiry INTEGER DEFAULT NULL,
+    forced_socket CHAR(64) DEFAULT NULL,
+    cluster_shtag CHAR(64) DEFAULT NULL,
+    state INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT registrant_registrant_idx  UNIQUE (aor, binding_URI, registrar)
+)"""
+    OPENSIPS_REGISTRANT_V2 = """CREATE TABLE registrant (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    registrar CHAR(255) DEFAULT '' NOT NULL,
+    proxy CHAR(255) DEFAULT NULL,
+    aor CHAR(255) DEFAULT '' NOT NULL,
+    third_party_registrant CHAR(255) DEFAULT NULL,
+    username CHAR(64) DEFAULT NULL,
+    password CHAR(64) DEFAULT NULL,
+    binding_URI CHAR(255) DEFAULT '' NOT NULL,
+    binding_params CHAR(64) DEFAULT NULL,
+    expiry INTEGER DEFAULT NULL,
+    forced_socket CHAR(64) DEFAULT NULL,
+    cluster_shtag CHAR(64) DEFAULT NULL,
+    CONSTRAINT registrant_registrant_idx  UNIQUE (aor, binding_URI, registrar)
+)"""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = str(tmp_path / "registrant.sqlite")
+        self.missing_path = str(tmp_path / "no-such-dir" / "registrant.sqlite")
+
+    def make_store(self, columns: Columns) -> IRegistrantStore:
+        return SQLiteStore(self.path, columns)
+
+    def unreachable_store(self, columns: Columns) -> IRegistrantStore:
+        return SQLiteStore(self.missing_path, columns)
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        connection = sqlite3.connect(self.path)
+        try:
+            with connection:
+                connection.execute(sql, params)
+        finally:
+            connection.close()
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        connection = sqlite3.connect(self.path)
+        try:
+            return connection.execute(sql, params).fetchall()
+        finally:
+            connection.close()
+
+    def create_opensips_table(self, version: int) -> None:
+        """What OpenSIPS's install scripts leave behind, table version 2 or 3."""
+        self.execute(self.OPENSIPS_VERSION_TABLE)
+        self.execute("INSERT INTO version (table_name, table_version) VALUES ('registrant', ?)",
+                     (str(version),))
+        self.execute(self.OPENSIPS_REGISTRANT_V3 if version == 3 else self.OPENSIPS_REGISTRANT_V2)
+
+    def insert_row(self, columns: Columns, values: dict[str, object]) -> int:
+        """Insert logical-name values by hand, bypassing every check; return the id."""
+        names = ", ".join(f'"{columns.physical(k)}"' for k in values)
+        marks = ", ".join("?" for _ in values)
+        connection = sqlite3.connect(self.path)
+        try:
+            with connection:
+                cursor = connection.execute(
+                    f'INSERT INTO "{columns.table}" ({names}) VALUES ({marks})',
+                    tuple(values.values()),
+                )
+            return cursor.lastrowid
+        finally:
+            connection.close()
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                               (table,)))
+
+    def schema_snapshot(self, table: str) -> list[tuple[object, ...]]:
+        """Everything that defines a table: its DDL, indexes and columns."""
+        return self.query(
+            "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ? ORDER BY name",
+            (table,),
+        ) + self.query(f'PRAGMA table_info("{table}")')
+
+    def version_rows(self) -> list[tuple[object, ...]]:
+        return self.query("SELECT table_name, table_version FROM version ORDER BY table_name")
+
+    def column_names(self, table: str) -> list[str]:
+        return [str(row[1]) for row in self.query(f'PRAGMA table_info("{table}")')]
+
+
+BACKENDS = {"sqlite": SQLiteBackend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteBackend:
+    return BACKENDS[request.param](tmp_path)
