@@ -6,18 +6,23 @@ depend on nothing of the project's own SIP code.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import pathlib
 import re
 import socket
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import psycopg2
 import pytest
 
+from tests.peers import free_port
 from tests.peers.kamailio import Kamailio, KamailioError
+from tests.peers.postgres import Postgres
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -237,3 +242,117 @@ def test_start_failure_raises_with_the_log(kamailio: Callable[..., Kamailio], tm
             registrar.start()
     assert "Address already in use" in str(failure.value)
     assert not registrar.running()
+
+
+def test_tls_listener_answers_options(kamailio: Callable[..., Kamailio], tmp_path: pathlib.Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    registrar = kamailio(challenge=False, tls_port=free_port("tcp"), tls_cert=cert, tls_key=key)
+    context = ssl.create_default_context(cafile=str(cert))
+    with socket.create_connection(("127.0.0.1", registrar.tls_port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            call_id = uuid.uuid4().hex
+            tls.sendall((
+                "OPTIONS sip:127.0.0.1:{port};transport=tls SIP/2.0\r\n"
+                "Via: SIP/2.0/TLS 127.0.0.1:{local};branch=z9hG4bK{call_id}\r\n"
+                "Max-Forwards: 70\r\nFrom: <{aor}>;tag=1\r\nTo: <{aor}>\r\n"
+                "Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            ).format(port=registrar.tls_port, local=tls.getsockname()[1], call_id=call_id, aor=AOR).encode())
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                chunk = tls.recv(65535)
+                assert chunk, "connection closed before a reply"
+                reply += chunk
+    assert parse_reply(reply).code == 200
+
+
+def self_signed_certificate(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_free_port_is_free_for_udp_and_tcp() -> None:
+    for kind in ("udp", "tcp"):
+        port = free_port(kind)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            udp.bind(("127.0.0.1", port))
+            tcp.bind(("127.0.0.1", port))
+
+
+def test_database_survives_restart_and_backends_can_be_killed(postgres: Postgres, pg_dsn: str) -> None:
+    dbname = pg_dsn.rsplit("/", 1)[1]
+    assert pg_dsn == "postgres://postgres@127.0.0.1:{}/{}".format(postgres.port, dbname)
+    first = psycopg2.connect(pg_dsn)
+    try:
+        with first.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+            cursor.execute("CREATE TABLE kept (n integer); INSERT INTO kept VALUES (7)")
+        first.commit()
+        old_pid = postgres.pid
+
+        postgres.restart()
+
+        assert postgres.pid != old_pid
+        with pytest.raises(psycopg2.OperationalError):
+            with first.cursor() as cursor:
+                cursor.execute("SELECT 1")
+    finally:
+        first.close()
+
+    second = psycopg2.connect(pg_dsn)
+    try:
+        with second.cursor() as cursor:
+            cursor.execute("SELECT n FROM kept")
+            assert cursor.fetchone() == (7,)
+        second.rollback()
+        assert postgres.kill_backends(dbname) == 1
+        with pytest.raises(psycopg2.OperationalError):
+            with second.cursor() as cursor:
+                cursor.execute("SELECT 1")
+    finally:
+        second.close()
+    assert postgres.kill_backends(dbname) == 0
+
+
+def test_databases_are_created_and_dropped(postgres: Postgres) -> None:
+    dsn = postgres.create_database("harness_check")
+    try:
+        psycopg2.connect(dsn).close()
+    finally:
+        postgres.drop_database("harness_check")
+    with pytest.raises(psycopg2.OperationalError, match="does not exist"):
+        psycopg2.connect(dsn)
+
+
+def test_cluster_runs_as_an_unprivileged_user_and_stops_by_pid(postgres: Postgres) -> None:
+    cluster = Postgres()
+    try:
+        cluster.start()
+        pid = cluster.pid
+        assert pid is not None
+        assert os.stat("/proc/{}".format(pid)).st_uid != 0
+        assert psycopg2.connect(cluster.dsn()).server_version >= 130000
+    finally:
+        cluster.destroy()
+    assert not os.path.exists("/proc/{}".format(pid))
+    assert not cluster.base.exists()
