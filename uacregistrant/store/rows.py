@@ -14,7 +14,7 @@ from typing import Any
 
 from uacregistrant.registrant.record import RecordConfig
 from uacregistrant.sip.errors import ParseError
-from uacregistrant.sip.message import parse_name_addr
+from uacregistrant.sip.headers import parse_params
 from uacregistrant.sip.uri import parse_uri
 
 # The logical names, in the order of OpenSIPS's table; ``id`` is not configurable.
@@ -121,12 +121,12 @@ def _check_uri(name: str, text: str, *, user_allowed: bool = True) -> None:
         raise RowError(f"{name} must not have a user part")
 
 
-def _check_binding_params(binding_uri: str, params: str) -> None:
+def _check_binding_params(params: str) -> None:
     if not params.startswith(";"):
         raise RowError("binding_params must start with ';'")
-    # Parsed as the Contact header value we will send, as OpenSIPS does.
+    # They follow <binding_URI> in our Contact header, so they are header params.
     try:
-        parse_name_addr(f"<{binding_uri}>{params}")
+        parse_params(params)
     except ParseError:
         raise RowError("binding_params do not parse as header parameters") from None
 
@@ -189,7 +189,7 @@ def record_from_row(
     _check_uri("binding_uri", binding_uri)
     binding_params = _text(row, "binding_params")
     if binding_params is not None:
-        _check_binding_params(binding_uri, binding_params)
+        _check_binding_params(binding_params)
     expiry = _expiry(
         row.get("expiry"), timer_interval=timer_interval, default_expires=default_expires
     )
