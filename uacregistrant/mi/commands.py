@@ -1,0 +1,225 @@
+"""The registrant's MI commands (SPEC §1.4, §2.4) on top of the JSON-RPC layer."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterator
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from ..registrant.engine import Engine
+from ..registrant.machine import Registrant
+from ..registrant.record import RecordConfig, RecordKey
+from ..store.interface import IRegistrantStore, NoSuchRow, StoreError
+from ..store.rows import RowError
+from .jsonrpc import Command, CommandTable, MIError, StreamedList, server_error
+
+log = Logger()
+
+TRIPLE = ("aor", "contact", "registrar")
+UPSERT = TRIPLE + tuple(
+    f"{name}?"
+    for name in (
+        "proxy",
+        "third_party_registrant",
+        "username",
+        "password",
+        "binding_params",
+        "expiry",
+        "forced_socket",
+        "cluster_shtag",
+        "state",
+    )
+)
+NOT_FOUND = 404
+
+
+def ctime(when: float) -> str:
+    """OpenSIPS prints times with ctime(); a record that waits for an operator never retries."""
+    return "never" if math.isinf(when) else time.ctime(when)
+
+
+def record_view(registrant: Registrant) -> dict[str, object]:
+    """One reg_list entry: OpenSIPS's keys and order, then ours.  Never the credentials."""
+    config = registrant.config
+    view: dict[str, object] = {
+        "AOR": config.aor,
+        "expires": registrant.expires,
+        "state": registrant.state.name,
+        "enabled": "yes" if registrant.enabled else "no",
+        "last_register_sent": ctime(registrant.last_register_sent),
+        "registration_t_out": ctime(registrant.registration_timeout),
+        "registrar": config.registrar,
+        "binding": config.binding_uri,
+    }
+    if config.binding_params:
+        view["binding_params"] = config.binding_params
+    if config.third_party_registrant and config.third_party_registrant != config.aor:
+        view["third_party_registrant"] = config.third_party_registrant
+    if config.forced_socket:
+        view["socket"] = config.forced_socket
+    if config.proxy:
+        view["proxy"] = config.proxy
+    destination = registrant.destination
+    if destination is not None and registrant.last_code is not None:
+        view["dst_IP"] = "IPv6" if ":" in destination.host else "IPv4"
+        view["ip"] = destination.host
+    shtag = config.shtag
+    if shtag is not None:
+        view["shtag"], view["cluster_id"] = shtag
+    view["last_code"] = registrant.last_code
+    view["last_reason"] = registrant.last_reason
+    view["failures"] = registrant.failures
+    view["next_attempt"] = ctime(registrant.registration_timeout)
+    return view
+
+
+def _key(params: dict[str, object]) -> RecordKey:
+    return RecordKey(str(params["aor"]), str(params["contact"]), str(params["registrar"]))
+
+
+def _no_such_registrant(message: str = "No such registrant") -> MIError:
+    return MIError(NOT_FOUND, message)
+
+
+class RegistrantCommands:
+    """Handlers bound to one engine and one store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: IRegistrantStore,
+        validate: Callable[[dict[str, object]], RecordConfig],
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.validate = validate
+
+    def table(self) -> CommandTable:
+        table = CommandTable()
+        for name, handler, sets in (
+            ("list", self.reg_list, ((), TRIPLE)),
+            ("reload", self.reg_reload, ((), TRIPLE)),
+            ("enable", self.reg_enable, (TRIPLE,)),
+            ("disable", self.reg_disable, (TRIPLE,)),
+            ("force_register", self.reg_force_register, (TRIPLE,)),
+            ("upsert", self.reg_upsert, (UPSERT,)),
+            ("delete", self.reg_delete, (TRIPLE,)),
+        ):
+            table.add(Command(f"reg_{name}", handler, sets, aliases=(f"uac_registrant:{name}",)))
+        return table
+
+    def _find(self, params: dict[str, object]) -> Registrant:
+        registrant = self.engine.get(_key(params))
+        if registrant is None:
+            raise _no_such_registrant()
+        return registrant
+
+    def reg_list(self, params: dict[str, object]) -> object:
+        if params:
+            return {"Registrant": record_view(self._find(params))}
+        return StreamedList("Records", self._views())
+
+    def _views(self) -> Iterator[dict[str, object]]:
+        # A snapshot: records added or dropped while the list streams do not break it.
+        for registrant in list(self.engine):
+            yield record_view(registrant)
+
+    @inlineCallbacks
+    def reg_reload(self, params: dict[str, object]) -> Deferred:
+        if params:
+            key = _key(params)
+            try:
+                row = yield self.store.load_row(key)
+            except StoreError as e:
+                raise server_error(f"database error: {e}")
+            if row is None:
+                raise _no_such_registrant("No such registrant in database")
+            try:
+                config = self.validate(row)
+            except RowError as e:
+                raise MIError(400, "Bad registrant row", e.reason)
+            self.engine.upsert(config)
+            return "OK"
+        try:
+            result = yield self.store.load(self.validate)
+        except StoreError as e:
+            raise server_error(f"database error: {e}")
+        for row_id, reason in result.skipped:
+            log.warn("skipped row {id}: {reason}", id=row_id, reason=reason)
+        self.engine.apply(result.records)
+        return "OK"
+
+    @inlineCallbacks
+    def _set_enabled(self, params: dict[str, object], enabled: bool) -> Deferred:
+        registrant = self._find(params)
+        if registrant.enabled != enabled:
+            try:
+                yield self.store.set_state(registrant.config.key, enabled)
+            except NoSuchRow:
+                raise _no_such_registrant("No such registrant in database")
+            except StoreError as e:
+                raise server_error(f"database error: {e}")
+        # Looked up again: a reload may have replaced the record meanwhile.
+        key = registrant.config.key
+        if self.engine.get(key) is None:
+            raise _no_such_registrant()
+        (self.engine.enable if enabled else self.engine.disable)(key)
+        return "OK"
+
+    def reg_enable(self, params: dict[str, object]) -> Deferred:
+        return self._set_enabled(params, True)
+
+    def reg_disable(self, params: dict[str, object]) -> Deferred:
+        return self._set_enabled(params, False)
+
+    def reg_force_register(self, params: dict[str, object]) -> str:
+        registrant = self._find(params)
+        self.engine.force_register(registrant.config.key)
+        return "OK"
+
+    @inlineCallbacks
+    def reg_upsert(self, params: dict[str, object]) -> Deferred:
+        row: dict[str, object] = {
+            name: (None if value is None else str(value)) for name, value in params.items()
+        }
+        row["binding_uri"] = row.pop("contact")
+        for name in ("expiry", "state"):
+            if row.get(name) not in (None, ""):
+                row[name] = _integer(name, row[name])
+        try:
+            config = self.validate(row)
+        except RowError as e:
+            raise MIError(-32602, "Invalid params", e.reason)
+        try:
+            yield self.store.upsert(config)
+        except StoreError as e:
+            raise server_error(f"database error: {e}")
+        registrant = self.engine.upsert(config)
+        if registrant.due(self.engine.clock.seconds()):
+            self.engine.scheduler.visit_now(registrant)
+        return "OK"
+
+    @inlineCallbacks
+    def reg_delete(self, params: dict[str, object]) -> Deferred:
+        key = _key(params)
+        known = self.engine.get(key) is not None
+        try:
+            yield self.store.delete(key)
+        except NoSuchRow:
+            if not known:
+                raise _no_such_registrant()
+        except StoreError as e:
+            raise server_error(f"database error: {e}")
+        # The unREGISTER goes on after the reply; the record is dropped when it is done.
+        self.engine.remove(key)
+        return "OK"
+
+
+def _integer(name: str, value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise MIError(-32602, "Invalid params", f"{name} must be an integer") from None

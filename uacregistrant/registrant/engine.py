@@ -1,0 +1,225 @@
+"""The registrant engine: every record's machine, the scheduler, and the way out.
+
+It applies table contents as a diff (start-up and reg_reload), carries out
+operator actions, and fans every state change out to its observers (log,
+metrics, events, runtime persistence).  It knows nothing about HTTP or SQL.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterable
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ..sip.message import Request
+from ..transport.interfaces import IRequestSender
+from ..transport.listen import SocketSpec, parse_socket
+from .machine import Context, Registrant
+from .nexthop import next_hop
+from .policy import Timing
+from .record import RecordConfig, RecordKey
+from .scheduler import Scheduler
+from .states import State
+
+log = Logger()
+
+Observer = Callable[[Registrant, State, State], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        sender: IRequestSender,
+        resolve_host: Callable[[str], Deferred],
+        timing: Timing,
+        hash_size: int = 1,
+        max_register_rate: float = 0,
+        user_agent: str = "",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clock = clock
+        self.sender = sender
+        self.resolve_host = resolve_host
+        self.observers: list[Observer] = [self._log_transition]
+        self.sent_observers: list[Callable[[Registrant, str], None]] = []
+        self.reply_observers: list[Callable[[Registrant, int], None]] = []
+        self.ctx = Context(
+            clock=clock,
+            send=self._send,
+            timing=timing,
+            user_agent=user_agent,
+            random=rng or random.SystemRandom(),
+            on_transition=self._on_transition,
+            on_sent=self._on_sent,
+            on_reply=self._on_reply,
+        )
+        self.scheduler = Scheduler(
+            clock,
+            hash_size=hash_size,
+            timer_interval=timing.timer_interval,
+            max_register_rate=max_register_rate,
+        )
+        self._sockets: dict[str, SocketSpec] = {}
+
+    # -- records ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.scheduler)
+
+    def __iter__(self):
+        return iter(self.scheduler)
+
+    def get(self, key: RecordKey) -> Registrant | None:
+        return self.scheduler.get(key)
+
+    def apply(self, records: Iterable[RecordConfig]) -> Deferred:
+        """Make the loaded records equal ``records`` (SPEC §2.4, reg_reload).
+
+        Unchanged records keep their runtime state; changed ones take the new
+        values from their next request; new ones register at their bucket's
+        next visit; records gone are unregistered if bound, then dropped.
+        Fires when the dropped ones are done.
+        """
+        wanted = {record.key: record for record in records}
+        for key, config in wanted.items():
+            self.upsert(config)
+        gone = [r.config.key for r in self.scheduler if r.config.key not in wanted]
+        return DeferredList([self.remove(key) for key in gone])
+
+    def upsert(self, config: RecordConfig) -> Registrant:
+        registrant = self.scheduler.get(config.key)
+        if registrant is None:
+            registrant = Registrant(config, self.ctx)
+            self.scheduler.add(registrant)
+        elif registrant.config != config:
+            registrant.reconfigure(config)
+            if registrant.due(self.clock.seconds()):
+                self.scheduler.visit_now(registrant)
+        return registrant
+
+    def remove(self, key: RecordKey) -> Deferred:
+        """Unregister the record if bound, then drop it."""
+        registrant = self.scheduler.get(key)
+        if registrant is None:
+            return succeed(None)
+
+        def drop(_: object) -> None:
+            if self.scheduler.get(key) is registrant:
+                self.scheduler.remove(key)
+            registrant.stop()
+
+        return registrant.unregister().addCallback(drop)
+
+    # -- operator actions ------------------------------------------------------------
+
+    def enable(self, key: RecordKey) -> None:
+        registrant = self._require(key)
+        registrant.enable()
+        self.scheduler.visit_now(registrant)
+
+    def disable(self, key: RecordKey) -> None:
+        registrant = self._require(key)
+        registrant.disable()
+        self.scheduler.visit_now(registrant)
+
+    def force_register(self, key: RecordKey) -> None:
+        registrant = self._require(key)
+        registrant.force()
+        self.scheduler.visit_now(registrant)
+
+    def _require(self, key: RecordKey) -> Registrant:
+        registrant = self.scheduler.get(key)
+        if registrant is None:
+            raise KeyError(key)
+        return registrant
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def shutdown(self, unregister: bool, timeout: float) -> Deferred:
+        """Stop scheduling; with ``unregister``, remove every binding, waiting at most ``timeout``."""
+        self.scheduler.stop()
+        registrants = list(self.scheduler)
+        if not unregister:
+            for registrant in registrants:
+                registrant.stop()
+            return succeed(None)
+        done = DeferredList([r.unregister() for r in registrants])
+        timer = self.clock.callLater(timeout, done.cancel)
+
+        def finish(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            for registrant in registrants:
+                registrant.stop()
+
+        return done.addBoth(finish)
+
+    # -- the way out -----------------------------------------------------------------
+
+    def _send(self, registrant: Registrant, request: Request) -> Deferred:
+        config = registrant.config
+        local = self._local_socket(config.forced_socket)
+        if registrant.destination is not None:
+            return self.sender.send_request(request, registrant.destination, local)
+        d = next_hop(config, self.resolve_host)
+
+        def send(destination):
+            registrant.destination = destination
+            return self.sender.send_request(request, destination, local)
+
+        return d.addCallback(send)
+
+    def _local_socket(self, text: str | None) -> SocketSpec | None:
+        if not text:
+            return None
+        spec = self._sockets.get(text)
+        if spec is None:
+            spec = self._sockets[text] = parse_socket(text)
+        return spec
+
+    # -- observers ------------------------------------------------------------------
+
+    def _on_transition(self, registrant: Registrant, old: State, new: State) -> None:
+        for observer in self.observers:
+            observer(registrant, old, new)
+
+    def _on_sent(self, registrant: Registrant, kind: str) -> None:
+        for observer in self.sent_observers:
+            observer(registrant, kind)
+
+    def _on_reply(self, registrant: Registrant, code: int) -> None:
+        for observer in self.reply_observers:
+            observer(registrant, code)
+
+    def _log_transition(self, registrant: Registrant, old: State, new: State) -> None:
+        if new in (State.REGISTERING_STATE, State.AUTHENTICATING_STATE) and old in (
+            State.REGISTERED_STATE,
+            State.REGISTERING_STATE,
+        ):
+            log.debug(
+                "{aor}: {state}", aor=registrant.config.aor, state=new.name
+            )
+            return  # routine refreshes and auth round trips would drown the info log
+        log.info(
+            "{aor} -> {binding} at {registrar}: {state} ({code} {reason})",
+            aor=registrant.config.aor,
+            binding=registrant.config.binding_uri,
+            registrar=registrant.config.registrar,
+            state=new.name,
+            code=registrant.last_code,
+            reason=registrant.last_reason,
+        )
+
+    def state_counts(self) -> dict[str, int]:
+        counts = {state.name: 0 for state in State}
+        for registrant in self.scheduler:
+            counts[registrant.state.name] += 1
+        return counts

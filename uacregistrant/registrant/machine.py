@@ -1,0 +1,407 @@
+"""One state machine per record: what to send, and what a reply means (SPEC §2.2, §2.3).
+
+The machine never decides *when* to start a registration: the scheduler calls
+``visit`` for records that are ``due`` and rate limiting happens there.  The
+machine sends follow-ups of a registration at once: the authenticated retry
+after 401/407, the retry with Min-Expires after 423, the unREGISTER of a
+record disabled while its REGISTER was in flight.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..sip import digest
+from ..sip.errors import ParseError, SIPError
+from ..sip.message import Response
+from ..sip.uri import parse_uri, uri_equal
+from ..transport.errors import TransactionTimeout
+from .policy import Timing, refresh_at, retry_delay
+from .record import RecordConfig
+from .request import register_request
+from .states import FAILED, IN_FLIGHT, State
+
+log = Logger()
+
+# Request kinds, for rebuilding the same request with credentials.
+REGISTER, UNREGISTER, REMOVE_ALL = "register", "unregister", "remove-all"
+
+
+@dataclass
+class Context:
+    """What every machine shares: the clock, the way out, randomness, settings."""
+
+    clock: IReactorTime
+    send: Callable[["Registrant", object], Deferred]
+    timing: Timing
+    user_agent: str = ""
+    random: random.Random = random.SystemRandom()  # noqa: B008 - shared on purpose
+    on_transition: Callable[["Registrant", State, State], None] | None = None
+    on_sent: Callable[["Registrant", str], None] | None = None
+    on_reply: Callable[["Registrant", int], None] | None = None
+
+    def token(self, nbytes: int) -> str:
+        return self.random.getrandbits(nbytes * 8).to_bytes(nbytes, "big").hex()
+
+
+class Registrant:
+    """The runtime side of one record."""
+
+    __slots__ = (
+        "config",
+        "ctx",
+        "state",
+        "enabled",
+        "call_id",
+        "from_tag",
+        "cseq",
+        "wanted_expires",
+        "expires",
+        "last_register_sent",
+        "registration_timeout",
+        "last_code",
+        "last_reason",
+        "failures",
+        "auth_failures",
+        "bound",
+        "_kind",
+        "_challenged",
+        "_stale_answered",
+        "_removed_all",
+        "_pending",
+        "_new_dialog",
+        "_waiters",
+        "destination",
+    )
+
+    def __init__(self, config: RecordConfig, ctx: Context) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.state = State.NOT_REGISTERED_STATE
+        self.enabled = config.enabled
+        self.call_id = ctx.token(16)
+        self.from_tag = ctx.token(5)
+        self.cseq = 0
+        self.wanted_expires = config.expiry
+        self.expires = config.expiry
+        self.last_register_sent = 0.0
+        self.registration_timeout = 0.0
+        self.last_code: int | None = None
+        self.last_reason: str | None = None
+        self.failures = 0
+        self.auth_failures = 0
+        self.bound = False
+        self._kind = REGISTER
+        self._challenged = False
+        self._stale_answered = False
+        self._removed_all = False
+        self._pending: Deferred | None = None
+        self._new_dialog = False
+        self._waiters: list[Deferred] | None = None
+        self.destination: object | None = None
+
+    # -- what the scheduler asks ------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        """Whether a visit at ``now`` would send something."""
+        state = self.state
+        if state in IN_FLIGHT:
+            return False
+        if state is State.NOT_REGISTERED_STATE:
+            return self.enabled
+        if state is State.REGISTERED_STATE:
+            return not self.enabled or now >= self.registration_timeout
+        return now >= self.registration_timeout
+
+    def visit(self, now: float) -> None:
+        """Send what is due now: REGISTER, refresh, retry or unREGISTER (SPEC §2.1)."""
+        state = self.state
+        if state in IN_FLIGHT:
+            return
+        if not self.enabled:
+            if self.bound or state is State.REGISTERED_STATE:
+                self._start(UNREGISTER, State.UNREGISTERING_STATE)
+            elif state is not State.NOT_REGISTERED_STATE:
+                self._transition(State.NOT_REGISTERED_STATE)
+            return
+        if state in FAILED or self._new_dialog:
+            self._renew_dialog()
+        if state is State.REGISTERED_STATE:
+            # A new refresh cycle: the Contact: * clean-up may run once more.
+            self._removed_all = False
+        self.last_register_sent = self.ctx.clock.seconds()
+        self._start(REGISTER, State.REGISTERING_STATE)
+
+    # -- operator actions ---------------------------------------------------------
+
+    def enable(self) -> None:
+        """Flip the flag on; a record that is not in flight becomes due at once."""
+        if not self.enabled:
+            self.enabled = True
+            if self.state not in IN_FLIGHT:
+                self._new_dialog = True
+        self.force()
+
+    def disable(self) -> None:
+        """Flip the flag off; a bound record becomes due for its unREGISTER at once."""
+        self.enabled = False
+        self.registration_timeout = 0.0
+
+    def force(self) -> None:
+        """Make an enabled record due now, and lift a credentials stop."""
+        self.auth_failures = 0
+        self.registration_timeout = 0.0
+
+    def reconfigure(self, config: RecordConfig) -> None:
+        """New column values, used from the next request on (reg_reload)."""
+        if config.expiry != self.config.expiry:
+            self.wanted_expires = config.expiry
+        if config.enabled != self.enabled:
+            if config.enabled:
+                self.enabled = True
+                self._new_dialog = self.state not in IN_FLIGHT
+            else:
+                self.disable()
+        self.config = config
+        self.destination = None
+
+    def unregister(self) -> Deferred:
+        """Remove the binding now (shutdown, delete); fires when done, whatever the outcome."""
+        self.enabled = False
+        done: Deferred = Deferred()
+        if not (self.bound or self.state in IN_FLIGHT):
+            self.stop()
+            done.callback(None)
+            return done
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(done)
+        if self.state not in (State.UNREGISTERING_STATE, State.AUTHENTICATING_UNREGISTER_STATE):
+            self._cancel_pending()
+            self._start(UNREGISTER, State.UNREGISTERING_STATE)
+        return done
+
+    def stop(self) -> None:
+        """Forget anything in flight; nothing of this record is left on the clock."""
+        self._cancel_pending()
+        self._release_waiters()
+
+    # -- sending ---------------------------------------------------------------
+
+    def _renew_dialog(self) -> None:
+        self.call_id = self.ctx.token(16)
+        self.from_tag = self.ctx.token(5)
+        self.cseq = 0
+        self._new_dialog = False
+
+    def _start(self, kind: str, state: State) -> None:
+        self._kind = kind
+        self._challenged = False
+        self._stale_answered = False
+        self._transition(state)
+        self._send(None)
+
+    def _send(self, authorization: tuple[str, str] | None) -> None:
+        self.cseq += 1
+        expires = 0 if self._kind != REGISTER else self.wanted_expires
+        request = register_request(
+            self.config,
+            call_id=self.call_id,
+            from_tag=self.from_tag,
+            cseq=self.cseq,
+            expires=expires,
+            user_agent=self.ctx.user_agent,
+            authorization=authorization,
+            remove_all=self._kind == REMOVE_ALL,
+        )
+        if self.ctx.on_sent is not None:
+            self.ctx.on_sent(self, "auth" if authorization else self._kind)
+        pending = self.ctx.send(self, request)
+        self._pending = pending
+        pending.addCallbacks(self._on_response, self._on_failure, errbackArgs=(pending,))
+
+    def _cancel_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+
+    # -- replies -----------------------------------------------------------------
+
+    def _on_failure(self, failure: Failure, pending: Deferred) -> None:
+        if self._pending is not pending:
+            return None  # cancelled or superseded
+        self._pending = None
+        if failure.check(CancelledError):
+            return None
+        if failure.check(TransactionTimeout):
+            self.last_code, self.last_reason = 408, "transaction timeout"
+            self._fail(State.REGISTER_TIMEOUT_STATE, None)
+        else:
+            # The transport's own words, which never carry credentials.
+            self.last_code = None
+            self.last_reason = str(failure.value) if failure.check(SIPError) else failure.type.__name__
+            if not failure.check(SIPError):
+                log.failure("unexpected failure sending for {aor}", failure, aor=self.config.aor)
+            self._fail(State.INTERNAL_ERROR_STATE, None)
+        return None
+
+    def _on_response(self, response: Response) -> None:
+        self._pending = None
+        self.last_code, self.last_reason = response.status, response.reason
+        if self.ctx.on_reply is not None:
+            self.ctx.on_reply(self, response.status)
+        try:
+            self._handle(response)
+        except ParseError as e:
+            self.last_reason = f"malformed reply: {e}"
+            self._fail(State.INTERNAL_ERROR_STATE, None)
+
+    def _handle(self, response: Response) -> None:
+        code = response.status
+        if code == 200:
+            self._on_200(response)
+        elif code in (401, 407):
+            self._on_challenge(response)
+        elif code == 423 and self._kind == REGISTER:
+            self._on_423(response)
+        elif code == 408:
+            self._fail(State.REGISTER_TIMEOUT_STATE, response.retry_after)
+        else:
+            self._fail(State.REGISTRAR_ERROR_STATE, response.retry_after)
+
+    def _on_200(self, response: Response) -> None:
+        if self._kind == REMOVE_ALL:
+            self.bound = False
+            self._renew_dialog()
+            if self.enabled:
+                self._start(REGISTER, State.REGISTERING_STATE)
+            else:
+                self._settle(State.NOT_REGISTERED_STATE)
+            return
+        if self._kind == UNREGISTER:
+            self.bound = False
+            if self.enabled:
+                self._renew_dialog()
+                self._start(REGISTER, State.REGISTERING_STATE)
+            else:
+                self._settle(State.NOT_REGISTERED_STATE)
+            return
+        contacts = response.contacts
+        self.bound = True
+        if (
+            self.config.unique_binding
+            and not self._removed_all
+            and sum(1 for c in contacts if not c.is_star) > 1
+        ):
+            self._removed_all = True
+            self._start(REMOVE_ALL, State.UNREGISTERING_STATE)
+            return
+        if not self.enabled:
+            self._start(UNREGISTER, State.UNREGISTERING_STATE)
+            return
+        granted = self._granted_expires(response, contacts)
+        if granted:
+            self.expires = granted
+        now = self.ctx.clock.seconds()
+        self.failures = 0
+        self.auth_failures = 0
+        self.registration_timeout = refresh_at(now, self.expires, self.ctx.timing)
+        self._transition(State.REGISTERED_STATE)
+
+    def _granted_expires(self, response: Response, contacts: list) -> int | None:
+        ours = parse_uri(self.config.binding_uri)
+        for contact in contacts:
+            if contact.is_star:
+                continue
+            try:
+                theirs = parse_uri(contact.uri)
+            except ParseError:
+                continue
+            if uri_equal(ours, theirs):
+                if contact.expires:
+                    return contact.expires
+                break
+        return response.expires or None
+
+    def _on_challenge(self, response: Response) -> None:
+        config = self.config
+        if not config.username or not config.password:
+            self.last_reason = "challenged, and the record has no credentials"
+            self._fail(State.WRONG_CREDENTIALS_STATE, None)
+            return
+        values = response.www_authenticate if response.status == 401 else response.proxy_authenticate
+        challenge = digest.choose_challenge(values)
+        if challenge is None:
+            self.last_reason = "no supported digest challenge"
+            self._fail(State.INTERNAL_ERROR_STATE, None)
+            return
+        if self._challenged:
+            if not (challenge.stale and not self._stale_answered):
+                self._fail(State.WRONG_CREDENTIALS_STATE, response.retry_after)
+                return
+            self._stale_answered = True
+        self._challenged = True
+        value = digest.authorization(
+            challenge,
+            username=config.username,
+            password=config.password,
+            method="REGISTER",
+            uri=config.registrar,
+            cnonce=digest.new_cnonce(self.ctx.random.randbytes),
+        )
+        if self._kind == REGISTER:
+            self._transition(State.AUTHENTICATING_STATE)
+        else:
+            self._transition(State.AUTHENTICATING_UNREGISTER_STATE)
+        self._send((digest.authorization_header_name(response.status), value))
+
+    def _on_423(self, response: Response) -> None:
+        minimum = response.min_expires
+        if minimum is None or minimum <= self.wanted_expires:
+            self._fail(State.REGISTRAR_ERROR_STATE, response.retry_after)
+            return
+        self.wanted_expires = minimum
+        self._start(REGISTER, State.REGISTERING_STATE)
+
+    # -- outcomes ----------------------------------------------------------------
+
+    def _fail(self, state: State, retry_after: int | None) -> None:
+        self.failures += 1
+        timing = self.ctx.timing
+        now = self.ctx.clock.seconds()
+        if state is State.WRONG_CREDENTIALS_STATE:
+            self.auth_failures += 1
+        if timing.max_auth_failures and self.auth_failures >= timing.max_auth_failures:
+            # Stop until an operator acts: a registrar's brute-force lock must not be kept alive.
+            self.registration_timeout = math.inf
+        else:
+            delay = retry_delay(
+                self.wanted_expires, self.failures, timing, self.ctx.random.random(), retry_after
+            )
+            self.registration_timeout = now + delay
+        self._new_dialog = True
+        self._settle(state)
+
+    def _settle(self, state: State) -> None:
+        self._transition(state)
+        if self.state not in IN_FLIGHT:
+            self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            waiter.callback(None)
+
+    def _transition(self, new: State) -> None:
+        old = self.state
+        self.state = new
+        if old is not new and self.ctx.on_transition is not None:
+            self.ctx.on_transition(self, old, new)

@@ -1,0 +1,160 @@
+"""The bucket scheduler (SPEC §2.1) and the global REGISTER rate limit.
+
+Records live in 2^hash_size buckets keyed by a hash of the AOR.  A LoopingCall
+fires every timer_interval / buckets seconds and visits one bucket, round
+robin, so each record is looked at about once per timer_interval.  Due records
+go to a FIFO that a token bucket drains at ``max_register_rate``: a large
+bucket or a mass retry never bursts past the rate, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from typing import Callable, Iterator
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from .machine import Registrant
+from .record import RecordKey
+
+log = Logger()
+
+
+def bucket_of(aor: str, buckets: int) -> int:
+    # Any stable hash will do: nothing outside sees bucket numbers.
+    return zlib.crc32(aor.encode()) & (buckets - 1)
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; rate 0 means no limit."""
+
+    def __init__(self, clock: IReactorTime, rate: float, burst: float | None = None) -> None:
+        self.clock = clock
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self.tokens = self.burst
+        self.stamp = clock.seconds()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self.clock.seconds()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def wait(self) -> float:
+        """Seconds until the next token."""
+        return max(0.0, (1 - self.tokens) / self.rate)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        hash_size: int,
+        timer_interval: float,
+        max_register_rate: float = 0,
+        active: Callable[[Registrant], bool] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.buckets: list[dict[RecordKey, Registrant]] = [{} for _ in range(2**hash_size)]
+        self.period = timer_interval / len(self.buckets)
+        self.limiter = TokenBucket(clock, max_register_rate)
+        # Whether this node registers the record now (clustering); all by default.
+        self.active = active or (lambda registrant: True)
+        self.rate_limited = 0
+        self.on_rate_limited: Callable[[], None] | None = None
+        self._next_bucket = 0
+        self._queue: deque[Registrant] = deque()
+        self._queued: set[RecordKey] = set()
+        self._pump_call: IDelayedCall | None = None
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+
+    # -- the records ------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.buckets)
+
+    def __iter__(self) -> Iterator[Registrant]:
+        for bucket in self.buckets:
+            yield from bucket.values()
+
+    def get(self, key: RecordKey) -> Registrant | None:
+        return self.buckets[bucket_of(key.aor, len(self.buckets))].get(key)
+
+    def add(self, registrant: Registrant) -> None:
+        key = registrant.config.key
+        self.buckets[bucket_of(key.aor, len(self.buckets))][key] = registrant
+
+    def remove(self, key: RecordKey) -> Registrant | None:
+        registrant = self.buckets[bucket_of(key.aor, len(self.buckets))].pop(key, None)
+        if registrant is not None and key in self._queued:
+            self._queued.discard(key)
+            self._queue.remove(registrant)
+        return registrant
+
+    # -- time ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        # The first visit comes one period after start-up: the first REGISTERs
+        # are spread over the first timer_interval, bucket by bucket.
+        self._loop.start(self.period, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
+        self._queue.clear()
+        self._queued.clear()
+
+    def _tick(self) -> None:
+        bucket = self.buckets[self._next_bucket]
+        self._next_bucket = (self._next_bucket + 1) % len(self.buckets)
+        now = self.clock.seconds()
+        for registrant in bucket.values():
+            if registrant.due(now) and self.active(registrant):
+                self.enqueue(registrant)
+        self._kick()
+
+    def visit_now(self, registrant: Registrant) -> None:
+        """An operator action: send what is due at once, within the rate limit."""
+        self.enqueue(registrant)
+        self._kick()
+
+    def enqueue(self, registrant: Registrant) -> None:
+        key = registrant.config.key
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.append(registrant)
+
+    def _kick(self) -> None:
+        if self._pump_call is None:  # else the pump is waiting for a token already
+            self._pump()
+
+    def _pump(self) -> None:
+        self._pump_call = None
+        queue = self._queue
+        while queue:
+            if not self.limiter.take():
+                self.rate_limited += 1  # one wait for a token
+                if self.on_rate_limited is not None:
+                    self.on_rate_limited()
+                self._pump_call = self.clock.callLater(self.limiter.wait(), self._pump)
+                return
+            registrant = queue.popleft()
+            self._queued.discard(registrant.config.key)
+            # Still due? An operator or a reply may have acted meanwhile.
+            now = self.clock.seconds()
+            if registrant.due(now) and self.active(registrant):
+                registrant.visit(now)

@@ -1,0 +1,35 @@
+"""The registrant states, with OpenSIPS's numbers and names (SPEC §1.3)."""
+
+from enum import IntEnum
+
+
+class State(IntEnum):
+    NOT_REGISTERED_STATE = 0
+    REGISTERING_STATE = 1
+    AUTHENTICATING_STATE = 2
+    REGISTERED_STATE = 3
+    REGISTER_TIMEOUT_STATE = 4
+    INTERNAL_ERROR_STATE = 5
+    WRONG_CREDENTIALS_STATE = 6
+    REGISTRAR_ERROR_STATE = 7
+    UNREGISTERING_STATE = 8
+    AUTHENTICATING_UNREGISTER_STATE = 9
+
+
+IN_FLIGHT = frozenset(
+    {
+        State.REGISTERING_STATE,
+        State.AUTHENTICATING_STATE,
+        State.UNREGISTERING_STATE,
+        State.AUTHENTICATING_UNREGISTER_STATE,
+    }
+)
+
+FAILED = frozenset(
+    {
+        State.REGISTER_TIMEOUT_STATE,
+        State.INTERNAL_ERROR_STATE,
+        State.WRONG_CREDENTIALS_STATE,
+        State.REGISTRAR_ERROR_STATE,
+    }
+)

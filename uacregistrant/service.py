@@ -1,0 +1,227 @@
+"""Assembles the service: transports, engine, store, MI and metrics.
+
+``RegistrantService`` is also the embedding API: build it from code with any
+``IRegistrantStore`` (``MemoryStore`` for a plain list of records), hand it an
+``IRequestSender`` to reuse the host application's SIP transport instead of
+opening sockets of its own, and ``subscribe`` to state changes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from .config import Config
+from .mi.commands import RegistrantCommands
+from .mi.events import EventPoster
+from .mi.jsonrpc import MIResource
+from .mi.metrics import Metrics, MetricsResource
+from .mi.site import build_root, make_site
+from .registrant.engine import Engine
+from .registrant.machine import Registrant
+from .registrant.policy import Timing
+from .registrant.states import State
+from .store import make_store
+from .store.interface import IRegistrantStore
+from .store.rows import Columns, record_from_row
+from .transport.interfaces import IRequestSender
+from .transport.layer import TransactionLayer
+from .transport.listen import parse_socket
+from .transport.tls import TLSSettings
+
+log = Logger()
+
+Subscriber = Callable[[Registrant, State, State], None]
+
+# The transaction layer's counters under the names the metrics expect.
+_TRANSPORT_STATS = {
+    "requests_sent": "requests_sent",
+    "retransmissions": "retransmissions",
+    "timeouts": "timeouts",
+    "responses_received": "responses_received",
+    "stray_responses": "stray_responses",
+    "malformed_datagrams": "malformed_dropped",
+    "incoming_requests": "incoming_requests",
+}
+
+
+class RegistrantService(MultiService):
+    """Keeps every enabled record of the store registered."""
+
+    def __init__(
+        self,
+        config: Config,
+        reactor,
+        *,
+        store: IRegistrantStore | None = None,
+        sender: IRequestSender | None = None,
+        rng: random.Random | None = None,
+        serve_mi: bool = True,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.store = store if store is not None else make_store(config.db_url, Columns.from_config(config))
+        self.layer: TransactionLayer | None = None
+        if sender is None:
+            self.layer = TransactionLayer(
+                reactor,
+                reactor,
+                user_agent=config.user_agent,
+                tls=TLSSettings(
+                    ca_file=config.tls_ca_file,
+                    cert_file=config.tls_cert_file,
+                    key_file=config.tls_key_file,
+                    verify=config.tls_verify,
+                ),
+            )
+            sender = self.layer
+        self.engine = Engine(
+            clock=reactor,
+            sender=sender,
+            resolve_host=reactor.resolve,
+            timing=Timing(
+                timer_interval=config.timer_interval,
+                reregister_expiry_percentage=config.reregister_expiry_percentage,
+                failure_retry_interval=config.failure_retry_interval,
+                retry_backoff_cap=config.retry_backoff_cap,
+                max_auth_failures=config.max_auth_failures,
+            ),
+            hash_size=config.hash_size,
+            max_register_rate=config.max_register_rate,
+            user_agent=config.user_agent,
+            rng=rng,
+        )
+        self.metrics = Metrics(state_counts=self.engine.state_counts, transport_stats=self._transport_stats)
+        self.engine.sent_observers.append(self._count_sent)
+        self.engine.reply_observers.append(lambda registrant, code: self.metrics.reply(code))
+        self.engine.scheduler.on_rate_limited = self.metrics.rate_limited
+        self.engine.observers.append(self._count_transition)
+        self.events: EventPoster | None = None
+        if config.event_url:
+            self.events = EventPoster(config.event_url, clock=reactor)
+            self.engine.observers.append(self._post_event)
+        self.loaded: Deferred | None = None
+        self._serve_mi = serve_mi
+        # What to do when start-up cannot go on; twistd stops with a non-zero exit.
+        self._on_fatal = on_fatal or (lambda why: None)
+        self._mi_port = None
+        self.mi_address = None
+
+    # -- embedding ---------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call ``subscriber(registrant, old_state, new_state)`` on every state change."""
+        self.engine.observers.append(subscriber)
+
+    def validate(self, row) -> object:
+        """A table row as a RecordConfig, or RowError (SPEC §1.2)."""
+        sockets = [str(spec) for spec in self.layer.sockets] if self.layer is not None else ()
+        return record_from_row(
+            row,
+            timer_interval=self.config.timer_interval,
+            default_expires=self.config.default_expires,
+            sockets=sockets,
+        )
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if self.layer is not None:
+            for text in self.config.listen:
+                bound = self.layer.listen(parse_socket(text))
+                log.info("listening on {socket}", socket=str(bound))
+        if self._serve_mi:
+            self._start_mi()
+        self.loaded = self._load()
+
+    def _start_mi(self) -> None:
+        commands = RegistrantCommands(self.engine, self.store, self.validate)
+        mi = MIResource(commands.table(), token=self.config.mi_token, on_call=self.metrics.mi_call)
+        site = make_site(build_root(mi, MetricsResource(self.metrics)))
+        endpoint = serverFromString(self.reactor, self.config.mi_listen)
+
+        def listening(port) -> None:
+            self._mi_port = port
+            self.mi_address = port.getHost()
+            log.info("MI over HTTP on {address}", address=f"{self.mi_address.host}:{self.mi_address.port}")
+
+        def failed(failure) -> None:
+            self._fatal(f"cannot serve MI on {self.config.mi_listen}: {failure.getErrorMessage()}")
+
+        endpoint.listen(site).addCallbacks(listening, failed)
+
+    @inlineCallbacks
+    def _load(self) -> Deferred:
+        try:
+            yield self.store.open()
+            result = yield self.store.load(self.validate)
+        except Exception as e:  # the one line the operator needs, then stop
+            self._fatal(f"cannot load the registrant table: {str(e) or type(e).__name__}")
+            return None
+        for row_id, reason in result.skipped:
+            log.warn("skipped row {id}: {reason}", id=row_id, reason=reason)
+            self.metrics.row_skipped()
+        self.engine.apply(result.records)
+        self.engine.start()
+        log.info(
+            "loaded {count} registrant records ({skipped} rows skipped)",
+            count=len(result.records),
+            skipped=len(result.skipped),
+        )
+        return None
+
+    def _fatal(self, why: str) -> None:
+        log.critical("{why}", why=why)
+        self._on_fatal(why)
+
+    @inlineCallbacks
+    def stopService(self) -> Deferred:
+        yield self.engine.shutdown(self.config.unregister_on_shutdown, self.config.shutdown_timeout)
+        if self.events is not None:
+            yield self.events.stop()
+        if self._mi_port is not None:
+            yield maybeDeferred(self._mi_port.stopListening)
+            self._mi_port = None
+        if self.layer is not None:
+            yield self.layer.stop()
+        yield self.store.close()
+        yield super().stopService()
+
+    # -- observers -------------------------------------------------------------------
+
+    def _transport_stats(self) -> dict[str, int]:
+        if self.layer is None:
+            return {}
+        stats = self.layer.stats
+        return {name: getattr(stats, attr) for name, attr in _TRANSPORT_STATS.items()}
+
+    def _count_sent(self, registrant: Registrant, kind: str) -> None:
+        self.metrics.register_sent("unregister" if kind == "remove-all" else kind)
+
+    def _count_transition(self, registrant: Registrant, old: State, new: State) -> None:
+        if new is State.WRONG_CREDENTIALS_STATE:
+            self.metrics.auth_failure()
+
+    def _post_event(self, registrant: Registrant, old: State, new: State) -> None:
+        config = registrant.config
+        self.events.emit(
+            {
+                "aor": config.aor,
+                "contact": config.binding_uri,
+                "registrar": config.registrar,
+                "old_state": old.name,
+                "new_state": new.name,
+                "code": registrant.last_code,
+                "reason": registrant.last_reason,
+                "time": self.reactor.seconds(),
+            }
+        )
+
