@@ -1,0 +1,331 @@
+"""The transaction layer: client transactions over UDP, TCP and TLS sockets.
+
+It turns reactor callbacks into calls on the pure ClientTransaction and its
+effects back into writes, one IDelayedCall per transaction and Deferreds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from uacregistrant.sip.errors import ParseError
+from uacregistrant.sip.message import Request, Response, parse_message, response_for
+from uacregistrant.sip.transaction import (
+    ClientTransaction,
+    DeliverResponse,
+    Effect,
+    Retransmit,
+    Terminated,
+    TimedOut,
+    Timers,
+    TransportFailed,
+    transaction_key,
+)
+from uacregistrant.transport.errors import TransactionTimeout, TransportError
+from uacregistrant.transport.interfaces import IRequestSender
+from uacregistrant.transport.listen import Destination, SocketSpec
+from uacregistrant.transport.stream import SIPStreamProtocol, StreamSocket, describe_failure
+from uacregistrant.transport.tls import TLSSettings
+from uacregistrant.transport.udp import SIPDatagramProtocol
+
+# Methods we know but do not serve get 405; anything else is 501 (RFC 3261 §8.2.1).
+KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL REGISTER OPTIONS PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
+)
+ALLOWED_METHODS = "OPTIONS"
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the layer has seen, for metrics."""
+
+    requests_sent: int = 0
+    retransmissions: int = 0
+    timeouts: int = 0
+    transport_errors: int = 0
+    responses_received: int = 0
+    stray_responses: int = 0
+    malformed_dropped: int = 0
+    incoming_requests: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    """One live client transaction and everything it owns."""
+
+    transaction: ClientTransaction
+    result: defer.Deferred[Response]
+    data: bytes
+    destination: Destination
+    send: Callable[[bytes], None] | None = None
+    connection: SIPStreamProtocol | None = None
+    timer: IDelayedCall | None = None
+    failure_reason: str = ""
+    response: Response | None = None
+
+
+@implementer(IRequestSender)
+class TransactionLayer:
+    """Runs RFC 3261 non-INVITE client transactions and answers stray requests."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        reactor: object,
+        *,
+        random: Callable[[int], bytes] = os.urandom,
+        user_agent: str = "uac-registrant",
+        timers: Timers = Timers(),
+        tls: TLSSettings = TLSSettings(),
+    ) -> None:
+        self._clock = clock
+        self._reactor = reactor
+        self._random = random
+        self._user_agent = user_agent
+        self._timers = timers
+        self._tls = tls
+        self._udp: list[tuple[SocketSpec, SIPDatagramProtocol, object]] = []
+        self._streams: list[StreamSocket] = []
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self.stats = Counters()
+
+    # Sockets
+
+    def listen(self, spec: SocketSpec) -> SocketSpec:
+        """Open a listening socket; returns it with the port actually bound."""
+        if spec.transport == "udp":
+            protocol = SIPDatagramProtocol(spec, self)
+            port = self._reactor.listenUDP(spec.port, protocol, interface=spec.host, maxPacketSize=65535)
+            bound = SocketSpec("udp", spec.host, port.getHost().port)
+            protocol.spec = bound
+            self._udp.append((bound, protocol, port))
+            return bound
+        stream = StreamSocket(spec, self._reactor, self._tls, self)
+        bound = stream.listen()
+        self._streams.append(stream)
+        return bound
+
+    @property
+    def sockets(self) -> list[SocketSpec]:
+        return [spec for spec, _, _ in self._udp] + [stream.spec for stream in self._streams]
+
+    def stop(self) -> defer.Deferred[None]:
+        """Abandon every transaction, close every socket; no timer is left behind."""
+        for pending in list(self._pending.values()):
+            pending.result.cancel()
+        closing = [defer.maybeDeferred(port.stopListening) for _, _, port in self._udp]
+        closing += [stream.close() for stream in self._streams]
+        self._udp.clear()
+        self._streams.clear()
+        return defer.gatherResults(closing).addCallback(lambda _: None)
+
+    def _socket_for(self, destination: Destination, local: SocketSpec | None) -> SocketSpec:
+        for spec in self.sockets:
+            suits = spec.transport == destination.transport and spec.family == destination.family
+            if suits and (local is None or spec == local):
+                return spec
+        wanted = str(local) if local is not None else f"{destination.transport} IPv{destination.family}"
+        raise TransportError(f"no listening socket {wanted} to reach {destination}")
+
+    # Client transactions
+
+    def send_request(
+        self, request: Request, destination: Destination, local: SocketSpec | None = None
+    ) -> defer.Deferred[Response]:
+        try:
+            spec = self._socket_for(destination, local)
+        except TransportError as error:
+            self.stats.transport_errors += 1
+            return defer.fail(error)
+        branch = "z9hG4bK" + self._random(10).hex()
+        via = f"SIP/2.0/{spec.transport.upper()} {spec.sent_by};branch={branch};rport"
+        outgoing = Request(request.method, request.uri, [("Via", via), *request.headers], request.body)
+        transaction = ClientTransaction(
+            branch, request.method, destination.reliable, self._clock.seconds(), self._timers
+        )
+        pending = _Pending(
+            transaction,
+            defer.Deferred(lambda _: self._abandon(pending)),
+            outgoing.to_bytes(),
+            destination,
+        )
+        self._pending[transaction.key] = pending
+        self.stats.requests_sent += 1
+        self._reschedule(pending)
+        if spec.transport == "udp":
+            protocol = next(protocol for bound, protocol, _ in self._udp if bound == spec)
+            pending.send = lambda data: protocol.send(data, destination.host, destination.port)
+            self._write(pending)
+        else:
+            stream = next(stream for stream in self._streams if stream.spec == spec)
+            stream.connection_for(destination).addCallbacks(
+                self._connected, self._connect_failed, callbackArgs=(pending,), errbackArgs=(pending,)
+            )
+        return pending.result
+
+    def _connected(self, connection: SIPStreamProtocol, pending: _Pending) -> None:
+        if self._pending.get(pending.transaction.key) is not pending:
+            return
+        pending.connection = connection
+        pending.send = connection.send
+        self._write(pending)
+
+    def _connect_failed(self, reason: Failure, pending: _Pending) -> None:
+        if self._pending.get(pending.transaction.key) is pending:
+            self._transport_failed(pending, reason.getErrorMessage())
+
+    def _write(self, pending: _Pending) -> None:
+        assert pending.send is not None
+        try:
+            pending.send(pending.data)
+        except OSError as error:
+            self._transport_failed(pending, f"send to {pending.destination} failed: {error}")
+
+    def _transport_failed(self, pending: _Pending, reason: str) -> None:
+        pending.failure_reason = reason
+        self._apply(pending, pending.transaction.on_transport_error(self._clock.seconds()))
+
+    def _on_timer(self, pending: _Pending) -> None:
+        pending.timer = None
+        self._apply(pending, pending.transaction.on_timer(self._clock.seconds()))
+
+    def _reschedule(self, pending: _Pending) -> None:
+        deadline = pending.transaction.deadline
+        timer = pending.timer
+        if deadline is None:
+            if timer is not None:
+                timer.cancel()
+                pending.timer = None
+            return
+        delay = max(0.0, deadline - self._clock.seconds())
+        if timer is not None:
+            timer.reset(delay)
+        else:
+            pending.timer = self._clock.callLater(delay, self._on_timer, pending)
+
+    def _apply(self, pending: _Pending, effects: list[Effect]) -> None:
+        # State first, Deferreds last: a callback may start a new transaction.
+        outcome: Callable[[], None] | None = None
+        for effect in effects:
+            match effect:
+                case Retransmit():
+                    self.stats.retransmissions += 1
+                    self._write(pending)
+                case DeliverResponse(status=status) if status < 200:
+                    self.log.debug("provisional {status} for {method}", status=status, method=pending.transaction.method)
+                case DeliverResponse():
+                    response = pending.response
+                    outcome = lambda: pending.result.callback(response)
+                case TimedOut():
+                    self.stats.timeouts += 1
+                    error = TransactionTimeout(
+                        f"{pending.transaction.method} to {pending.destination}: no final response (Timer F)"
+                    )
+                    outcome = lambda: pending.result.errback(error)
+                case TransportFailed():
+                    self.stats.transport_errors += 1
+                    failed = TransportError(pending.failure_reason or f"transport to {pending.destination} failed")
+                    outcome = lambda: pending.result.errback(failed)
+                case Terminated():
+                    self._forget(pending)
+        if pending.transaction.key in self._pending:
+            self._reschedule(pending)
+        if outcome is not None:
+            outcome()
+
+    def _forget(self, pending: _Pending) -> None:
+        if self._pending.get(pending.transaction.key) is pending:
+            del self._pending[pending.transaction.key]
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
+
+    def _abandon(self, pending: _Pending) -> None:
+        """The caller cancelled: stop retransmitting and forget the transaction."""
+        self._forget(pending)
+
+    # Incoming traffic
+
+    def datagram_received(self, sender: SIPDatagramProtocol, data: bytes, source: tuple[str, int]) -> None:
+        self._received(data, stream=False, reply=lambda request, response: self._reply_datagram(sender, request, response, source))
+
+    def stream_message_received(self, connection: SIPStreamProtocol, data: bytes) -> None:
+        self._received(data, stream=True, reply=lambda request, response: connection.send(response.to_bytes()))
+
+    def stream_malformed(self, connection: SIPStreamProtocol, error: ParseError) -> None:
+        self._dropped(error)
+
+    def stream_connection_lost(self, connection: SIPStreamProtocol, reason: Failure) -> None:
+        # §17.1.4: a request whose connection went away before the answer failed.
+        for pending in list(self._pending.values()):
+            if pending.connection is connection:
+                self._transport_failed(
+                    pending, f"connection to {pending.destination} lost: {describe_failure(reason)}"
+                )
+
+    def _received(self, data: bytes, *, stream: bool, reply: Callable[[Request, Response], None]) -> None:
+        try:
+            message = parse_message(data, stream=stream)
+            if isinstance(message, Request):
+                self._serve(message, reply)
+            else:
+                self._match(message)
+        except ParseError as error:
+            self._dropped(error)
+
+    def _dropped(self, error: ParseError) -> None:
+        self.stats.malformed_dropped += 1
+        self.log.debug("dropping a malformed message: {error}", error=str(error))
+
+    def _match(self, response: Response) -> None:
+        branch = response.via.branch
+        key = transaction_key(branch or "", response.cseq.method)
+        self.stats.responses_received += 1
+        pending = self._pending.get(key)
+        if pending is None:
+            self.stats.stray_responses += 1
+            self.log.debug("dropping a response that matches no transaction: {status}", status=response.status)
+            return
+        pending.response = response
+        self._apply(pending, pending.transaction.on_response(response.status, self._clock.seconds()))
+
+    def _serve(self, request: Request, reply: Callable[[Request, Response], None]) -> None:
+        if request.method == "ACK":
+            self.stats.incoming_requests += 1
+            return
+        headers = [("Server", self._user_agent)]
+        if request.method == "OPTIONS":
+            status, reason = 200, "OK"
+            headers += [("Allow", ALLOWED_METHODS), ("Accept", "*/*")]
+        elif request.method in KNOWN_METHODS:
+            status, reason = 405, "Method Not Allowed"
+            headers.append(("Allow", ALLOWED_METHODS))
+        else:
+            status, reason = 501, "Not Implemented"
+        # Built before counting, so that a request we cannot answer counts as malformed.
+        response = response_for(request, status, reason, headers, to_tag=self._random(6).hex())
+        self.stats.incoming_requests += 1
+        reply(request, response)
+
+    def _reply_datagram(
+        self, sender: SIPDatagramProtocol, request: Request, response: Response, source: tuple[str, int]
+    ) -> None:
+        # §18.2.2 with RFC 3581: to the source address; to the source port only when rport asked for it.
+        via = request.via
+        port = source[1] if via.has_param("rport") else (via.port or 5060)
+        try:
+            sender.send(response.to_bytes(), source[0], port)
+        except OSError as error:
+            self.log.info(
+                "cannot answer {method} from {host}: {error}", method=request.method, host=source[0], error=str(error)
+            )
