@@ -11,7 +11,7 @@ import pytest_twisted
 import treq
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
@@ -486,3 +486,20 @@ async def test_stream_failing_midway_cuts_the_connection(server):
         await fetch()
     reply = await call(server.url, "reg_list")
     assert reply["result"] == {"params": {}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_shows_the_path_but_no_query_or_headers(server):
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        await post(
+            server.url + "?token=" + SECRET,
+            {"jsonrpc": "2.0", "id": "1", "method": "reg_list"},
+            {b"Authorization": [b"Bearer " + SECRET.encode()], b"User-Agent": [SECRET.encode()]},
+        )
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [formatEvent(e) for e in events]
+    assert any('"POST /mi" 200' in line for line in lines)
+    assert not any(SECRET in line for line in lines)
