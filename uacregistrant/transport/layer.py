@@ -168,7 +168,8 @@ class TransactionLayer:
             self._write(pending)
         else:
             stream = next(stream for stream in self._streams if stream.spec == spec)
-            stream.connection_for(destination).addCallbacks(
+            # maybeDeferred: unreadable TLS files must fail this request, not the caller.
+            defer.maybeDeferred(stream.connection_for, destination).addCallbacks(
                 self._connected, self._connect_failed, callbackArgs=(pending,), errbackArgs=(pending,)
             )
         return pending.result

@@ -8,6 +8,7 @@ from pathlib import Path
 from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from zope.interface import implementer
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class TLSSettings:
         return own.options()
 
 
+@implementer(IOpenSSLClientConnectionCreator)
 class _UnverifiedClientOptions:
     """tls_verify off: still send SNI, accept any certificate."""
 
