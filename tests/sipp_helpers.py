@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class SippProcess:
     process: subprocess.Popen[bytes]
     port: int
     workdir: Path
+    owns_workdir: bool = False
 
     @property
     def pid(self) -> int:
@@ -73,6 +75,8 @@ class SippProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         return self.process.returncode
 
     def errors(self) -> str:
@@ -89,10 +93,14 @@ def start_sipp(
     host: str = "127.0.0.1",
     workdir: Path | None = None,
 ) -> SippProcess:
-    """Start SIPp as a UAS on ``host:port`` and return once its socket is bound."""
+    """Start SIPp as a UAS on ``host:port`` and return once its socket is bound.
+
+    SIPp writes its traces into ``workdir`` (by default a temporary directory
+    removed by ``stop()``).
+    """
     sipp = require_binary("sipp")
     scenario = Path(scenario_path).resolve()
-    cwd = workdir or scenario.parent
+    cwd = workdir or Path(tempfile.mkdtemp(prefix="sipp-"))
     command = [
         sipp, "-sf", str(scenario), "-i", host, "-p", str(port), "-t", transport,
         "-nostdin", "-trace_err", "-nd", *extra_args,
@@ -100,7 +108,7 @@ def start_sipp(
     process = subprocess.Popen(
         command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    handle = SippProcess(process, port, Path(cwd))
+    handle = SippProcess(process, port, cwd, owns_workdir=workdir is None)
     try:
         _wait_until_bound(handle, host, socket.SOCK_DGRAM if transport.startswith("u") else socket.SOCK_STREAM)
     except BaseException:

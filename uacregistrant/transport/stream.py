@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
 
+from service_identity import VerificationError
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
@@ -191,8 +192,16 @@ class StreamSocket:
 def describe_failure(reason: Failure) -> str:
     """A one-line reason, readable for OpenSSL errors too."""
     value = reason.value
+    if isinstance(value, VerificationError):
+        return "certificate does not match " + ", ".join(_expected_name(error) for error in value.errors)
     details = getattr(value, "args", ())
     if details and isinstance(details[0], list):
         # OpenSSL errors carry [(library, function, reason), ...].
         return "; ".join(str(item[-1]) for item in details[0] if isinstance(item, tuple)) or repr(value)
     return reason.getErrorMessage() or type(value).__name__
+
+
+def _expected_name(error: object) -> str:
+    identity = getattr(error, "mismatched_id", None)
+    name = getattr(identity, "hostname", None) or getattr(identity, "ip", None) or error
+    return name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
