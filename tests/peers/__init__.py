@@ -27,8 +27,8 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def free_port(kind: Literal["udp", "tcp"] = "udp", host: str = "127.0.0.1") -> int:
-    """A port on ``host`` that is free for both UDP and TCP right now.
+def free_port(kind: Literal["udp", "tcp"] = "udp") -> int:
+    """A port on 127.0.0.1 that is free for both UDP and TCP right now.
 
     ``kind`` is the protocol the kernel picks the candidate for; the other one is
     then checked too, since SIP peers listen on both with the same number.
@@ -36,12 +36,12 @@ def free_port(kind: Literal["udp", "tcp"] = "udp", host: str = "127.0.0.1") -> i
     other = "tcp" if kind == "udp" else "udp"
     for _ in range(100):
         with socket.socket(socket.AF_INET, _PROTOCOLS[kind]) as first:
-            first.bind((host, 0))
+            first.bind(("127.0.0.1", 0))
             port = first.getsockname()[1]
             with socket.socket(socket.AF_INET, _PROTOCOLS[other]) as second:
                 try:
-                    second.bind((host, port))
+                    second.bind(("127.0.0.1", port))
                 except OSError:
                     continue
         return port
-    raise RuntimeError("no port free for both UDP and TCP on " + host)
+    raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")

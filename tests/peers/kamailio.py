@@ -174,8 +174,10 @@ class Kamailio:
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            process.kill()
+            # Its own session (start_new_session): the group holds only its children.
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            _wait_group_gone(process.pid)
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -335,6 +337,17 @@ def _binding(contact: dict[str, Any]) -> Binding:
         q=float(contact.get("Q", -1)),
         socket=_optional(contact.get("Socket")),
     )
+
+
+def _wait_group_gone(pgid: int) -> None:
+    """SIGKILL is delivered asynchronously: wait until the orphaned children are gone too."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
 
 
 def _tail(text: str, lines: int = 40) -> str:

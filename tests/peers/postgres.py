@@ -118,8 +118,10 @@ class Postgres:
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            process.kill()
+            # Its own session (start_new_session): the group holds only its children.
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            _wait_group_gone(process.pid)
 
     def restart(self) -> None:
         self.stop()
@@ -197,6 +199,17 @@ class Postgres:
                         START_TIMEOUT, error, _tail(self.log_text()))) from error
             # Start-up takes a few hundred ms; poll rather than spin.
             time.sleep(0.05)
+
+
+def _wait_group_gone(pgid: int) -> None:
+    """SIGKILL is delivered asynchronously: wait until the orphaned children are gone too."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
 
 
 def _tail(text: str, lines: int = 40) -> str:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import pathlib
 import re
+import signal
 import socket
 import ssl
 import uuid
@@ -21,6 +22,7 @@ import psycopg2
 import pytest
 
 from tests.peers import free_port
+from tests.peers import kamailio as kamailio_peer
 from tests.peers.kamailio import Kamailio, KamailioError
 from tests.peers.postgres import Postgres
 
@@ -187,6 +189,7 @@ def test_expiry_below_min_expires_gets_423_and_nothing_else(uac: tuple[Kamailio,
     assert reply.code == 423
     assert reply.headers["min-expires"] == "60"
     assert registrar.bindings(AOR) == []
+    assert registrar.rejected_registrations == 1
     # A stray second reply (the 500 of sl_reply_error) would be queued before this one.
     assert client.options().code == 200
 
@@ -356,3 +359,14 @@ def test_cluster_runs_as_an_unprivileged_user_and_stops_by_pid(postgres: Postgre
         cluster.destroy()
     assert not os.path.exists("/proc/{}".format(pid))
     assert not cluster.base.exists()
+
+
+def test_stop_kills_a_hung_kamailio_with_its_children(
+    kamailio: Callable[..., Kamailio], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registrar = kamailio(challenge=False)
+    monkeypatch.setattr(kamailio_peer, "STOP_TIMEOUT", 0.5)
+    assert registrar.pid is not None
+    os.kill(registrar.pid, signal.SIGSTOP)  # a main process that ignores SIGTERM
+    registrar.stop()
+    assert processes_mentioning(str(registrar.config_path)) == []
