@@ -52,20 +52,21 @@ def parse_socket(text: str) -> SocketSpec:
         host, bracket, tail = rest[1:].partition("]")
         if not bracket or (tail and not tail.startswith(":")):
             raise ValueError(f"socket {text!r}: unterminated or malformed [IPv6] address")
-        port_text = tail[1:] if tail else ""
+        has_port, port_text = bool(tail), tail[1:]
     elif rest.count(":") > 1:
         raise ValueError(f"socket {text!r}: write IPv6 addresses in brackets, e.g. udp:[::1]:5060")
     else:
-        host, _, port_text = rest.partition(":")
+        host, colon, port_text = rest.partition(":")
+        has_port = bool(colon)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"socket {text!r}: {host!r} is not an IP address") from None
     if address.version == 4 and rest.startswith("["):
         raise ValueError(f"socket {text!r}: brackets are for IPv6 addresses only")
-    if not port_text:
+    if not has_port:
         port = _DEFAULT_PORTS[transport]
-    elif port_text.isdigit() and 0 <= int(port_text) <= 65535:
+    elif port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535:
         port = int(port_text)
     else:
         raise ValueError(f"socket {text!r}: port {port_text!r} is not a number from 0 to 65535")
