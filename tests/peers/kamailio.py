@@ -99,6 +99,14 @@ def unavailable_reason(modules: Iterable[str] = REQUIRED_MODULES) -> str | None:
 
 
 class Kamailio:
+    """One registrar on 127.0.0.1: UDP and TCP on ``port``, TLS on ``tls_port`` if given.
+
+    With ``challenge`` every REGISTER needs an MD5 digest (qop=auth) for one of
+    ``users`` (username -> password); a wrong password gets a fresh 401, never 403.
+    Expiries below ``min_expires`` get 423 with Min-Expires; above ``max_expires``
+    they are lowered to it.
+    """
+
     def __init__(
         self,
         workdir: pathlib.Path,
