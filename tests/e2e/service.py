@@ -1,0 +1,134 @@
+"""Run the real service (``twistd -n uac-registrant``) as a child process, and talk MI to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The OpenSIPS 3.x SQLite script for the table, as an existing deployment has it.
+OPENSIPS_SQLITE = """
+CREATE TABLE version (table_name CHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_t_name_idx UNIQUE (table_name));
+INSERT INTO version (table_name, table_version) values ('registrant','3');
+CREATE TABLE registrant (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    registrar CHAR(255) DEFAULT '' NOT NULL,
+    proxy CHAR(255) DEFAULT NULL,
+    aor CHAR(255) DEFAULT '' NOT NULL,
+    third_party_registrant CHAR(255) DEFAULT NULL,
+    username CHAR(64) DEFAULT NULL,
+    password CHAR(64) DEFAULT NULL,
+    binding_URI CHAR(255) DEFAULT '' NOT NULL,
+    binding_params CHAR(64) DEFAULT NULL,
+    expiry INTEGER DEFAULT NULL,
+    forced_socket CHAR(64) DEFAULT NULL,
+    cluster_shtag CHAR(64) DEFAULT NULL,
+    state INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT registrant_registrant_idx UNIQUE (aor, binding_URI, registrar)
+);
+"""
+
+COLUMNS = ("registrar", "proxy", "aor", "third_party_registrant", "username", "password",
+           "binding_URI", "binding_params", "expiry", "forced_socket", "cluster_shtag", "state")
+
+
+def make_table(path: Path, rows: Sequence[dict]) -> None:
+    with sqlite3.connect(path) as db:
+        db.executescript(OPENSIPS_SQLITE)
+        for row in rows:
+            values = [row.get(c, 0 if c == "state" else None) for c in COLUMNS]
+            db.execute(
+                f"INSERT INTO registrant ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                values,
+            )
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str, step: float = 0.2) -> object:
+    """Poll an outside process until ``check()`` is truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)
+
+
+class ServiceProcess:
+    """``twistd -n uac-registrant ARGS`` from this tree; stop() ends it by its PID."""
+
+    def __init__(self, workdir: Path, args: Sequence[str], mi_port: int) -> None:
+        self.workdir = workdir
+        self.args = list(args)
+        self.mi_port = mi_port
+        self.log_path = workdir / "service.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ServiceProcess":
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        command = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "uac-registrant",
+            "--mi-listen", f"tcp:{self.mi_port}:interface=127.0.0.1",
+            *self.args,
+        ]
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            command, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        wait_until(self._mi_up, 20, "the MI port of the service")
+        return self
+
+    def _mi_up(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"service exited early:\n{self.log_text()}")
+        try:
+            self.mi("which")
+        except OSError:
+            return False
+        return True
+
+    def mi(self, method: str, params: object = None) -> dict:
+        body = {"jsonrpc": "2.0", "id": "1", "method": method, "params": params or {}}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.mi_port}/mi", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.loads(reply.read())
+
+    def records(self) -> dict[str, dict]:
+        return {r["AOR"]: r for r in self.mi("reg_list")["result"]["Records"]}
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM, as an operator would; returns the exit status."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if getattr(self, "_log", None) is not None:
+            self._log.close()

@@ -1,0 +1,124 @@
+"""The service as an operator runs it (twistd, SQLite) against a real Kamailio registrar."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.peers import free_port
+
+from .service import ServiceProcess, make_table, wait_until
+
+TI = 2  # timer_interval: with 2 buckets, one visit a second
+
+
+@pytest.fixture
+def registrar(kamailio):
+    return kamailio(
+        users={"alice": "alice-pw", "carol": "carol-pw", "dave": "dave-pw"},
+        min_expires=10,
+        max_expires=3600,
+    )
+
+
+class Runner:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.sip_port = free_port("udp")
+        self.proc: ServiceProcess | None = None
+
+    def binding(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.sip_port}"
+
+    def start(self, rows, *args) -> ServiceProcess:
+        db = self.workdir / "registrant.sqlite"
+        make_table(db, rows)
+        self.proc = ServiceProcess(
+            self.workdir,
+            [
+                "--db-url", f"sqlite:///{db}",
+                "--listen", f"udp:127.0.0.1:{self.sip_port}",
+                "--timer-interval", str(TI),
+                "--failure-retry-interval", "30",
+                *args,
+            ],
+            mi_port=free_port("tcp"),
+        )
+        return self.proc.start()
+
+
+@pytest.fixture
+def runner(tmp_path):
+    runner = Runner(tmp_path)
+    yield runner
+    if runner.proc is not None:
+        runner.proc.stop()
+
+
+def row(registrar, runner, user, password, **extra):
+    values = dict(
+        registrar=registrar.uri,
+        aor=f"sip:{user}@example.test",
+        username=user,
+        password=password,
+        binding_URI=runner.binding(user),
+        expiry=60,
+    )
+    values.update(extra)
+    return values
+
+
+def states(svc) -> dict[str, str]:
+    return {aor.split("@")[0][4:]: r["state"] for aor, r in svc.records().items()}
+
+
+def test_records_register_stay_registered_and_are_removed_on_sigterm(registrar, runner):
+    rows = [
+        row(registrar, runner, "alice", "alice-pw", expiry=10),
+        row(registrar, runner, "carol", "not-carols"),
+        row(registrar, runner, "dave", "dave-pw", expiry=5),  # below min_expires: 423
+        row(registrar, runner, "erin", "x", registrar="sip:erin@127.0.0.1"),  # id 4: user part
+        row(registrar, runner, "frank", "x", cluster_shtag="no-slash"),  # id 5: bad shtag
+        row(registrar, runner, "gina", "x", binding_URI="not a uri"),  # id 6: bad binding
+        row(registrar, runner, "hal", "x", state=1),  # disabled: never registered
+    ]
+    svc = runner.start(rows)
+    wanted = {
+        "alice": "REGISTERED_STATE",
+        "carol": "WRONG_CREDENTIALS_STATE",
+        "dave": "REGISTERED_STATE",
+        "hal": "NOT_REGISTERED_STATE",
+    }
+    wait_until(lambda: states(svc) == wanted, 15, f"states {wanted}")
+
+    log = svc.log_text()
+    for row_id in (4, 5, 6):
+        assert f"skipped row {row_id}:" in log
+    assert "alice-pw" not in log and "not-carols" not in log
+
+    [alice] = registrar.bindings("sip:alice@example.test")
+    assert alice.contact == runner.binding("alice")
+    [dave] = registrar.bindings("sip:dave@example.test")
+    assert dave.expires <= 10
+    assert svc.records()["sip:dave@example.test"]["expires"] == 10
+    assert registrar.bindings("sip:carol@example.test") == []
+    assert registrar.bindings("sip:hal@example.test") == []
+
+    # Several refresh cycles of a 10 s binding: it never lapses, and keeps its Call-ID.
+    carol_failures = svc.records()["sip:carol@example.test"]["failures"]
+    deadline = time.monotonic() + 25
+    cseqs = set()
+    while time.monotonic() < deadline:
+        bindings = registrar.bindings("sip:alice@example.test")
+        assert len(bindings) == 1, f"alice's binding lapsed or doubled: {bindings}"
+        assert bindings[0].call_id == alice.call_id
+        cseqs.add(bindings[0].cseq)
+        time.sleep(0.5)
+    assert len(cseqs) >= 3, "fewer refreshes than expected"
+    # A wrong password is not hammered: no retry before failure_retry_interval.
+    assert svc.records()["sip:carol@example.test"]["failures"] == carol_failures
+
+    assert svc.terminate() == 0
+    assert registrar.bindings("sip:alice@example.test") == []
+    assert registrar.bindings("sip:dave@example.test") == []
