@@ -1,0 +1,433 @@
+"""SIP messages (RFC 3261 §7): parsing, lazy header accessors and serialising.
+
+Parsing checks the framing only (start line, header line shape, Content-Length);
+header values are parsed when an accessor asks for them, since a registrant reads
+a handful of headers of each reply and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from uacregistrant.sip.errors import ParseError
+from uacregistrant.sip.headers import (
+    _CANONICAL,
+    COMMA_FREE,
+    canonical_name,
+    is_token,
+    parse_delta_seconds,
+    parse_name_addr,
+    parse_params,
+    split_values,
+)
+from uacregistrant.sip.uri import parse_uri, valid_host
+
+__all__ = [
+    "Message",
+    "Request",
+    "Response",
+    "Via",
+    "CSeq",
+    "Contact",
+    "parse_message",
+    "parse_name_addr",
+    "build_request",
+    "response_for",
+]
+
+_CSEQ_LIMIT = 2**31  # RFC 3261 §8.1.1.5
+_VIA = re.compile(
+    r"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
+    r"(\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?)(?:[ \t]*:[ \t]*([0-9]{1,5}))?(.*)",
+    re.S | re.I,
+)
+_CSEQ = re.compile(r"[ \t]*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*")
+_RETRY_AFTER = re.compile(r"[ \t]*([0-9]+)[ \t]*(?:$|[(;])")
+_WSP = (" ", "\t")
+_FOLD = re.compile(r"\r\n[ \t]+")
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.M | re.I)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s]+")
+
+
+def _param(params: tuple[tuple[str, str | None], ...], name: str) -> str | None:
+    for key, value in params:
+        if key == name:
+            return "" if value is None else value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via header value (RFC 3261 §20.42); ``transport`` is upper-case."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: tuple[tuple[str, str | None], ...] = ()
+
+    def __str__(self) -> str:
+        sent_by = self.host if self.port is None else f"{self.host}:{self.port}"
+        params = "".join(f";{name}" if value is None else f";{name}={value}" for name, value in self.params)
+        return f"SIP/2.0/{self.transport} {sent_by}{params}"
+
+    def param(self, name: str) -> str | None:
+        """A parameter's value, "" for a flag, None when absent (case-insensitive)."""
+        return _param(self.params, name.lower())
+
+    def has_param(self, name: str) -> bool:
+        return self.param(name) is not None
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.param("received")
+
+    @property
+    def rport(self) -> int | None:
+        """The rport value a server filled in (RFC 3581); None when absent or empty."""
+        value = self.param("rport")
+        if not value:
+            return None
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            raise ParseError("bad rport")
+        return int(value)
+
+
+def parse_via(value: str) -> Via:
+    match = _VIA.fullmatch(value)
+    if match is None:
+        raise ParseError("malformed Via")
+    transport, host, port_text, rest = match.groups()
+    if host[0] == "[" and not valid_host(host):
+        raise ParseError("bad Via host")
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise ParseError("Via port out of range")
+    params = parse_params(rest.rstrip(" \t")) if rest else ()
+    return Via(transport.upper(), host, port, params)
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One Contact value; ``params`` are the header parameters (RFC 3261 §20.10)."""
+
+    uri: str
+    display_name: str | None = None
+    params: tuple[tuple[str, str | None], ...] = ()
+
+    def param(self, name: str) -> str | None:
+        return _param(self.params, name.lower())
+
+    @property
+    def expires(self) -> int | None:
+        value = self.param("expires")
+        return None if value is None else parse_delta_seconds(value)
+
+    @property
+    def is_star(self) -> bool:
+        return self.uri == "*"
+
+
+def parse_contact(value: str) -> Contact:
+    if value == "*":
+        return Contact("*")
+    display, uri, params = parse_name_addr(value)
+    return Contact(uri, display, params)
+
+
+class Message:
+    """Accessors shared by requests and responses; names are matched case-insensitively."""
+
+    __slots__ = ()
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The whole value of the first header line with this name."""
+        wanted = canonical_name(name)
+        known = _CANONICAL.get
+        for key, value in self.headers:
+            if (known(key) or canonical_name(key)) == wanted:
+                return value
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of every header line with this name, comma lists split."""
+        wanted = canonical_name(name)
+        known = _CANONICAL.get
+        values = [value for key, value in self.headers if (known(key) or canonical_name(key)) == wanted]
+        if wanted in COMMA_FREE:
+            return values
+        if len(values) == 1:
+            return split_values(values[0])
+        return [item for value in values for item in split_values(value)]
+
+    def _required(self, name: str) -> str:
+        value = self.header(name)
+        if value is None:
+            raise ParseError(f"missing {name}")
+        return value
+
+    @property
+    def via(self) -> Via:
+        return parse_via(split_values(self._required("Via"))[0])
+
+    @property
+    def vias(self) -> list[Via]:
+        return [parse_via(value) for value in self.header_values("Via")]
+
+    @property
+    def cseq(self) -> CSeq:
+        match = _CSEQ.fullmatch(self._required("CSeq"))
+        if match is None:
+            raise ParseError("malformed CSeq")
+        number = int(match.group(1))
+        if number >= _CSEQ_LIMIT:
+            raise ParseError("CSeq number too large")
+        return CSeq(number, match.group(2))
+
+    @property
+    def call_id(self) -> str:
+        value = self._required("Call-ID")
+        if not value or any(char in value for char in " \t"):
+            raise ParseError("malformed Call-ID")
+        return value
+
+    @property
+    def from_tag(self) -> str | None:
+        return _param(parse_name_addr(self._required("From"))[2], "tag")
+
+    @property
+    def to_tag(self) -> str | None:
+        return _param(parse_name_addr(self._required("To"))[2], "tag")
+
+    @property
+    def contacts(self) -> list[Contact]:
+        return [parse_contact(value) for value in self.header_values("Contact")]
+
+    @property
+    def expires(self) -> int | None:
+        value = self.header("Expires")
+        return None if value is None else parse_delta_seconds(value)
+
+    @property
+    def min_expires(self) -> int | None:
+        value = self.header("Min-Expires")
+        return None if value is None else parse_delta_seconds(value)
+
+    @property
+    def retry_after(self) -> int | None:
+        """Retry-After delta-seconds; the comment and parameters are ignored."""
+        value = self.header("Retry-After")
+        if value is None:
+            return None
+        match = _RETRY_AFTER.match(value)
+        if match is None:
+            raise ParseError("malformed Retry-After")
+        return parse_delta_seconds(match.group(1))
+
+    @property
+    def www_authenticate(self) -> list[str]:
+        return self.header_values("WWW-Authenticate")
+
+    @property
+    def proxy_authenticate(self) -> list[str]:
+        return self.header_values("Proxy-Authenticate")
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialise, with a Content-Length that matches the body."""
+        return _serialise(self._start_line(), self.headers, self.body)
+
+
+@dataclass(slots=True)
+class Request(Message):
+    method: str
+    uri: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+
+@dataclass(slots=True)
+class Response(Message):
+    status: int
+    reason: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def _start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+
+def _serialise(start_line: str, headers: Sequence[tuple[str, str]], body: bytes) -> bytes:
+    lines = [start_line]
+    length_line = f"Content-Length: {len(body)}"
+    for name, value in headers:
+        if canonical_name(name) == "content-length":
+            if length_line:
+                lines.append(length_line)
+                length_line = ""
+        else:
+            lines.append(f"{name}: {value}")
+    if length_line:
+        lines.append(length_line)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8") + body
+
+
+def build_request(method: str, uri: str, headers: Sequence[tuple[str, str]], body: bytes = b"") -> bytes:
+    """Serialise a request; Content-Length is added from the body."""
+    return _serialise(f"{method} {uri} SIP/2.0", headers, body)
+
+
+def response_for(
+    request: Request,
+    status: int,
+    reason: str,
+    headers: Sequence[tuple[str, str]] = (),
+    to_tag: str | None = None,
+) -> Response:
+    """A response to ``request`` per RFC 3261 §8.2.6.
+
+    Via, From, To, Call-ID and CSeq are copied; ``to_tag`` is added to the To header
+    when the request's To has no tag (it may be omitted for a 100 Trying).
+    """
+    copied: list[tuple[str, str]] = [("Via", value) for key, value in request.headers if canonical_name(key) == "via"]
+    to = request._required("To")
+    if to_tag is not None and request.to_tag is None:
+        to = f"{to};tag={to_tag}"
+    copied += [
+        ("From", request._required("From")),
+        ("To", to),
+        ("Call-ID", request._required("Call-ID")),
+        ("CSeq", request._required("CSeq")),
+    ]
+    copied += headers
+    return Response(status, reason, copied)
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+    """Parse one SIP message; ParseError for anything malformed, nothing else.
+
+    On a datagram a missing Content-Length means the rest of the datagram and a
+    smaller one truncates the body (RFC 3261 §18.3); on a stream it is mandatory
+    and ``data`` must be exactly one message.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise ParseError("no blank line after the headers")
+    try:
+        head = data[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("header section is not UTF-8") from None
+    lines = head.split("\r\n")
+    breaks = len(lines) - 1
+    if head.count("\n") != breaks or head.count("\r") != breaks:
+        raise ParseError("bare CR or LF in the header section")
+    parsed = _header_lines(lines)
+    if parsed is None:
+        # Rare: undo line folding (RFC 3261 §7.3.1), then parse again.
+        lines = _FOLD.sub(" ", head).split("\r\n")
+        parsed = _header_lines(lines)
+        assert parsed is not None  # no line starts with LWS once unfolded
+    headers, content_length = parsed
+    start_line = lines[0]
+    body = data[end + 4 :]
+    if content_length is None:
+        if stream:
+            raise ParseError("missing Content-Length on a stream")
+    elif content_length > len(body):
+        raise ParseError("body shorter than Content-Length")
+    elif content_length < len(body):
+        if stream:
+            raise ParseError("bytes after the body")
+        body = body[:content_length]
+    if start_line.startswith("SIP/"):
+        return _response(start_line, headers, body)
+    return _request(start_line, headers, body)
+
+
+def _header_lines(lines: list[str]) -> tuple[list[tuple[str, str]], int | None] | None:
+    """Headers and Content-Length from the lines after the start line; None if folded."""
+    headers: list[tuple[str, str]] = []
+    append = headers.append
+    known = _CANONICAL.get
+    content_length = None
+    for index in range(1, len(lines)):
+        name, colon, value = lines[index].partition(":")
+        canonical = known(name)
+        if canonical is None:
+            if name[:1] in _WSP:
+                return None
+            if not colon:
+                raise ParseError("header line without a colon")
+            name = name.rstrip(" \t")
+            canonical = canonical_name(name)
+        elif not colon:
+            raise ParseError("header line without a colon")
+        value = value.strip(" \t")
+        append((name, value))
+        if canonical == "content-length":
+            length = _content_length(value)
+            if content_length is not None and length != content_length:
+                raise ParseError("conflicting Content-Length values")
+            content_length = length
+    return headers, content_length
+
+
+def _content_length(value: str) -> int:
+    if not value.isdigit() or not value.isascii():
+        raise ParseError("malformed Content-Length")
+    return int(value)
+
+
+def _response(start_line: str, headers: list[tuple[str, str]], body: bytes) -> Response:
+    parts = start_line.split(" ", 2)
+    if len(parts) < 2 or parts[0] != "SIP/2.0":
+        raise ParseError("unsupported SIP version")
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
+        raise ParseError("bad status code")
+    reason = parts[2] if len(parts) == 3 else ""
+    if "\r" in reason or "\n" in reason:
+        raise ParseError("bad reason phrase")
+    return Response(int(code), reason, headers, body)
+
+
+def _request(start_line: str, headers: list[tuple[str, str]], body: bytes) -> Request:
+    parts = start_line.split(" ")
+    if len(parts) != 3:
+        raise ParseError("malformed request line")
+    method, uri, version = parts
+    if version != "SIP/2.0":
+        raise ParseError("unsupported SIP version")
+    if not is_token(method):
+        raise ParseError("method is not a token")
+    if _SCHEME.fullmatch(uri) is None:
+        raise ParseError("malformed Request-URI")
+    if uri[:4].lower() == "sip:" or uri[:5].lower() == "sips:":
+        # Headers are not allowed in a Request-URI (RFC 3261 §19.1.1, table 1).
+        if parse_uri(uri).headers:
+            raise ParseError("headers in the Request-URI")
+    return Request(method, uri, headers, body)
