@@ -77,7 +77,7 @@ class SIPStreamProtocol(Protocol):
         except ParseError as error:
             # Framing is lost for good: nothing after this can be trusted.
             self._owner.receiver.stream_malformed(self, error)
-            self.transport.abortConnection()
+            self.transport.loseConnection()
             return
         for message in messages:
             self._owner.receiver.stream_message_received(self, message)
