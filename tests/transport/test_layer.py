@@ -230,12 +230,14 @@ def options_request(method: str = "OPTIONS", rport: bool = True) -> bytes:
     ).to_bytes()
 
 
-def test_options_is_answered_200_to_the_source_port_when_rport() -> None:
+def test_options_is_answered_200_to_the_source_address_and_port_when_rport() -> None:
     h = Harness()
-    h.incoming(options_request(), ("192.0.2.77", 40000))
+    h.incoming(options_request(), ("198.51.100.7", 40000))
     [(_, data, address)] = h.port.sent
-    assert address == ("192.0.2.77", 40000)
+    assert address == ("198.51.100.7", 40000)
     response = parse_message(data)
+    # §18.2.1 and RFC 3581: the Via tells the peer where we saw it.
+    assert response.header("Via") == "SIP/2.0/UDP 192.0.2.77:5070;branch=z9hG4bKpeer;rport=40000;received=198.51.100.7"
     assert response.status == 200
     assert response.header("Allow") == "OPTIONS"
     assert response.header("Accept") == "*/*"
@@ -246,10 +248,19 @@ def test_options_is_answered_200_to_the_source_port_when_rport() -> None:
     assert h.layer.stats.incoming_requests == 1
 
 
-def test_without_rport_the_answer_goes_to_the_via_port() -> None:
+@pytest.mark.parametrize(
+    ("source", "via"),
+    [
+        (("192.0.2.77", 40000), "SIP/2.0/UDP 192.0.2.77:5070;branch=z9hG4bKpeer"),
+        (("198.51.100.7", 40000), "SIP/2.0/UDP 192.0.2.77:5070;branch=z9hG4bKpeer;received=198.51.100.7"),
+    ],
+)
+def test_without_rport_the_answer_goes_to_the_via_port(source: tuple[str, int], via: str) -> None:
     h = Harness()
-    h.incoming(options_request(rport=False), ("192.0.2.77", 40000))
-    assert h.port.sent[0][2] == ("192.0.2.77", 5070)
+    h.incoming(options_request(rport=False), source)
+    _, data, address = h.port.sent[0]
+    assert address == (source[0], 5070)
+    assert parse_message(data).header("Via") == via
 
 
 @pytest.mark.parametrize(("method", "status"), [("INVITE", 405), ("REGISTER", 405), ("SUBSCRIBE", 405), ("FROBNICATE", 501)])
@@ -350,3 +361,16 @@ def test_a_callback_may_start_the_next_transaction() -> None:
     assert results(chained[0])[0].status == 200
     h.run_until_idle()
     assert h.reactor.getDelayedCalls() == []
+
+
+def test_only_the_top_via_of_a_comma_list_is_annotated() -> None:
+    h = Harness()
+    data = options_request().replace(
+        b"branch=z9hG4bKpeer;rport", b"branch=z9hG4bKpeer;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKold"
+    )
+    h.incoming(data, ("198.51.100.7", 40000))
+    response = parse_message(h.port.sent[0][1])
+    assert response.header("Via") == (
+        "SIP/2.0/UDP 192.0.2.77:5070;branch=z9hG4bKpeer;rport=40000;received=198.51.100.7, "
+        "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKold"
+    )

@@ -17,7 +17,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from uacregistrant.sip.errors import ParseError
-from uacregistrant.sip.message import Request, Response, parse_message, response_for
+from uacregistrant.sip.headers import canonical_name, split_values
+from uacregistrant.sip.message import Request, Response, Via, parse_message, parse_via, response_for
 from uacregistrant.sip.transaction import (
     ClientTransaction,
     DeliverResponse,
@@ -258,10 +259,20 @@ class TransactionLayer:
     # Incoming traffic
 
     def datagram_received(self, sender: SIPDatagramProtocol, data: bytes, source: tuple[str, int]) -> None:
-        self._received(data, stream=False, reply=lambda request, response: self._reply_datagram(sender, request, response, source))
+        self._received(
+            data,
+            source,
+            stream=False,
+            reply=lambda request, response: self._reply_datagram(sender, request, response, source),
+        )
 
     def stream_message_received(self, connection: SIPStreamProtocol, data: bytes) -> None:
-        self._received(data, stream=True, reply=lambda request, response: connection.send(response.to_bytes()))
+        self._received(
+            data,
+            connection.peer,
+            stream=True,
+            reply=lambda request, response: connection.send(response.to_bytes()),
+        )
 
     def stream_malformed(self, connection: SIPStreamProtocol, error: ParseError) -> None:
         self._dropped(error)
@@ -274,11 +285,13 @@ class TransactionLayer:
                     pending, f"connection to {pending.destination} lost: {describe_failure(reason)}"
                 )
 
-    def _received(self, data: bytes, *, stream: bool, reply: Callable[[Request, Response], None]) -> None:
+    def _received(
+        self, data: bytes, source: tuple[str, int], *, stream: bool, reply: Callable[[Request, Response], None]
+    ) -> None:
         try:
             message = parse_message(data, stream=stream)
             if isinstance(message, Request):
-                self._serve(message, reply)
+                self._serve(_with_received(message, source), reply)
             else:
                 self._match(message)
         except ParseError as error:
@@ -323,10 +336,27 @@ class TransactionLayer:
     ) -> None:
         # §18.2.2 with RFC 3581: to the source address; to the source port only when rport asked for it.
         via = request.via
-        port = source[1] if via.has_param("rport") else (via.port or 5060)
+        port = via.rport or via.port or 5060
         try:
             sender.send(response.to_bytes(), source[0], port)
         except OSError as error:
             self.log.info(
                 "cannot answer {method} from {host}: {error}", method=request.method, host=source[0], error=str(error)
             )
+
+
+def _with_received(request: Request, source: tuple[str, int]) -> Request:
+    """The request with its top Via telling where it really came from (§18.2.1, RFC 3581 §4)."""
+    index, (name, value) = next(
+        (index, header) for index, header in enumerate(request.headers) if canonical_name(header[0]) == "via"
+    )
+    values = split_values(value)
+    top = parse_via(values[0])
+    host, port = source
+    params = [(key, str(port) if key == "rport" else param) for key, param in top.params if key != "received"]
+    if top.host.strip("[]") != host:
+        params.append(("received", host))
+    values[0] = str(Via(top.transport, top.host, top.port, tuple(params)))
+    headers = list(request.headers)
+    headers[index] = (name, ", ".join(values))
+    return Request(request.method, request.uri, headers, request.body)

@@ -89,6 +89,11 @@ class SIPStreamProtocol(Protocol):
         self._usable = False
         self._owner.receiver.stream_connection_lost(self, reason)
 
+    @property
+    def peer(self) -> tuple[str, int]:
+        address = self.transport.getPeer()
+        return (address.host, address.port)
+
     def send(self, data: bytes) -> None:
         self.transport.write(data)
 
