@@ -6,6 +6,7 @@ import itertools
 import os
 import random
 import socket
+from collections.abc import Callable
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
@@ -24,7 +25,7 @@ from uacregistrant.transport.udp import BUFFER_BYTES
 REGISTRAR = Destination("udp", "192.0.2.10", 5060)
 
 
-def counting_random() -> callable:
+def counting_random() -> Callable[[int], bytes]:
     counter = itertools.count(1)
     return lambda size: next(counter).to_bytes(size, "big")
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from OpenSSL import SSL
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.protocol import Factory, Protocol
 

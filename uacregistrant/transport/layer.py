@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from twisted.internet import defer
@@ -156,7 +157,8 @@ class TransactionLayer:
         )
         pending = _Pending(
             transaction,
-            defer.Deferred(lambda _: self._abandon(pending)),
+            # Cancelling abandons the transaction: no more retransmissions or timers.
+            defer.Deferred(lambda _: self._forget(pending)),
             outgoing.to_bytes(),
             destination,
         )
@@ -217,33 +219,33 @@ class TransactionLayer:
 
     def _apply(self, pending: _Pending, effects: list[Effect]) -> None:
         # State first, Deferreds last: a callback may start a new transaction.
-        outcome: Callable[[], None] | None = None
+        settle: Callable[[], object] | None = None
         for effect in effects:
             match effect:
                 case Retransmit():
                     self.stats.retransmissions += 1
                     self._write(pending)
                 case DeliverResponse(status=status) if status < 200:
-                    self.log.debug("provisional {status} for {method}", status=status, method=pending.transaction.method)
+                    self.log.debug(
+                        "provisional {status} for {method}", status=status, method=pending.transaction.method
+                    )
                 case DeliverResponse():
-                    response = pending.response
-                    outcome = lambda: pending.result.callback(response)
+                    settle = partial(pending.result.callback, pending.response)
                 case TimedOut():
                     self.stats.timeouts += 1
-                    error = TransactionTimeout(
-                        f"{pending.transaction.method} to {pending.destination}: no final response (Timer F)"
-                    )
-                    outcome = lambda: pending.result.errback(error)
+                    method, destination = pending.transaction.method, pending.destination
+                    timeout = TransactionTimeout(f"{method} to {destination}: no final response (Timer F)")
+                    settle = partial(pending.result.errback, timeout)
                 case TransportFailed():
                     self.stats.transport_errors += 1
                     failed = TransportError(pending.failure_reason or f"transport to {pending.destination} failed")
-                    outcome = lambda: pending.result.errback(failed)
+                    settle = partial(pending.result.errback, failed)
                 case Terminated():
                     self._forget(pending)
-        if pending.transaction.key in self._pending:
+        if self._pending.get(pending.transaction.key) is pending:
             self._reschedule(pending)
-        if outcome is not None:
-            outcome()
+        if settle is not None:
+            settle()
 
     def _forget(self, pending: _Pending) -> None:
         if self._pending.get(pending.transaction.key) is pending:
@@ -251,10 +253,6 @@ class TransactionLayer:
         if pending.timer is not None:
             pending.timer.cancel()
             pending.timer = None
-
-    def _abandon(self, pending: _Pending) -> None:
-        """The caller cancelled: stop retransmitting and forget the transaction."""
-        self._forget(pending)
 
     # Incoming traffic
 
