@@ -1,0 +1,294 @@
+"""The operator status page on ``mi_listen``: a live view of every registrant.
+
+``GET /`` is the page; its script, style sheet and ``status/records.json`` live
+under ``/status/``.  Mount one ``StatusResource`` under both names::
+
+    build_root(mi, metrics, extra={b"": status, b"status": status})
+
+``records.json`` filters, sorts and pages on the server, so a browser polling
+every two seconds only ever receives one page, whatever the number of records.
+Times come as epoch seconds next to reg_list's ctime text, so the page can
+count down in the browser's own time zone.  The view is built on
+``record_view``: no username or password can reach it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from ..registrant.engine import Engine
+from ..registrant.machine import Registrant
+from ..registrant.states import FAILED, State
+from .commands import record_view
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+
+# The activity chart: REGISTERs sent and failures per STEP seconds, the last WINDOW seconds.
+ACTIVITY_STEP = 10
+ACTIVITY_WINDOW = 600
+
+_NO_VALUE = (1, 0)  # sorts records without a value last, whatever the direction
+
+_STATIC = {
+    b"app.js": ("app.js", b"text/javascript; charset=utf-8"),
+    b"style.css": ("style.css", b"text/css; charset=utf-8"),
+}
+
+# Everything the page needs is served from here; no inline script, no other origin.
+_SECURITY_HEADERS = {
+    b"Content-Security-Policy": b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    b"X-Content-Type-Options": b"nosniff",
+    b"Referrer-Policy": b"no-referrer",
+    b"Cache-Control": b"no-cache",
+}
+
+
+def _present(value: Any) -> tuple[int, Any]:
+    return _NO_VALUE if value is None else (0, value)
+
+
+def _shtag(registrant: Registrant) -> str | None:
+    shtag = registrant.config.shtag
+    return None if shtag is None else f"{shtag[0]}/{shtag[1]}"
+
+
+SORT_KEYS: dict[str, Callable[[Registrant], Any]] = {
+    "aor": lambda r: (r.config.aor, r.config.binding_uri, r.config.registrar),
+    "registrar": lambda r: (r.config.registrar, r.config.aor),
+    "binding": lambda r: (r.config.binding_uri, r.config.aor),
+    "state": lambda r: (int(r.state), r.config.aor),
+    "last_code": lambda r: (_present(r.last_code), r.config.aor),
+    "expires": lambda r: (r.expires, r.config.aor),
+    "registration_t_out": lambda r: (r.registration_timeout, r.config.aor),
+    "failures": lambda r: (r.failures, r.config.aor),
+    "shtag": lambda r: (_present(_shtag(r)), r.config.aor),
+}
+
+
+class QueryError(ValueError):
+    """A records.json query parameter out of range; the reply is a 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One page of records: ``q`` matches AOR, registrar, binding or reason, case-blind."""
+
+    offset: int = 0
+    limit: int = DEFAULT_LIMIT
+    q: str = ""
+    state: State | None = None
+    sort: str = "aor"
+    descending: bool = False
+
+    @classmethod
+    def from_args(cls, args: dict[bytes, list[bytes]]) -> Query:
+        def text(name: str) -> str:
+            values = args.get(name.encode("ascii"))
+            return values[0].decode("utf-8", "replace").strip() if values else ""
+
+        def integer(name: str, default: int, low: int, high: int) -> int:
+            raw = text(name)
+            if not raw:
+                return default
+            if not raw.isdigit() or not low <= int(raw) <= high:
+                raise QueryError(f"{name} must be an integer from {low} to {high}")
+            return int(raw)
+
+        state_name = text("state")
+        if state_name and state_name not in State.__members__:
+            raise QueryError(f"unknown state {state_name!r}")
+        sort = text("sort") or "aor"
+        if sort not in SORT_KEYS:
+            raise QueryError(f"cannot sort by {sort!r}")
+        return cls(
+            offset=integer("offset", 0, 0, 1 << 31),
+            limit=integer("limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+            q=text("q").casefold(),
+            state=State[state_name] if state_name else None,
+            sort=sort,
+            descending=text("desc") in ("1", "true"),
+        )
+
+    def matches(self, registrant: Registrant) -> bool:
+        if self.state is not None and registrant.state is not self.state:
+            return False
+        if not self.q:
+            return True
+        config = registrant.config
+        return any(
+            self.q in field.casefold()
+            for field in (config.aor, config.registrar, config.binding_uri, registrant.last_reason or "")
+        )
+
+
+class Activity:
+    """REGISTERs sent and failures per ``ACTIVITY_STEP`` seconds, kept for ``ACTIVITY_WINDOW``."""
+
+    def __init__(self, seconds: Callable[[], float]) -> None:
+        self._seconds = seconds
+        self._slots: deque[list[int]] = deque(maxlen=ACTIVITY_WINDOW // ACTIVITY_STEP)
+
+    def _slot(self) -> list[int]:
+        start = int(self._seconds() // ACTIVITY_STEP) * ACTIVITY_STEP
+        if not self._slots or self._slots[-1][0] != start:
+            self._slots.append([start, 0, 0])
+        return self._slots[-1]
+
+    def sent(self, registrant: Registrant, kind: str) -> None:
+        self._slot()[1] += 1
+
+    def transition(self, registrant: Registrant, old: State, new: State) -> None:
+        if new in FAILED:
+            self._slot()[2] += 1
+
+    def series(self) -> list[dict[str, int]]:
+        """Every slot of the window, oldest first, empty ones included."""
+        now = int(self._seconds() // ACTIVITY_STEP) * ACTIVITY_STEP
+        counts = {start: (sent, failures) for start, sent, failures in self._slots}
+        starts = range(now - ACTIVITY_WINDOW + ACTIVITY_STEP, now + 1, ACTIVITY_STEP)
+        return [
+            {"t": start, "sent": counts.get(start, (0, 0))[0], "failures": counts.get(start, (0, 0))[1]}
+            for start in starts
+        ]
+
+
+def _epoch(when: float) -> float | None:
+    # 0 is "never sent" / "due now" as the machine keeps it; inf is "waits for an operator".
+    return None if when == 0 or math.isinf(when) else when
+
+
+def status_view(registrant: Registrant) -> dict[str, object]:
+    """``record_view`` plus machine-readable times (epoch seconds, null when there is none)."""
+    view = record_view(registrant)
+    view["last_register_sent_epoch"] = _epoch(registrant.last_register_sent)
+    view["registration_t_out_epoch"] = _epoch(registrant.registration_timeout)
+    view["waits_for_operator"] = math.isinf(registrant.registration_timeout)
+    return view
+
+
+def select(engine: Iterable[Registrant], query: Query) -> dict[str, object]:
+    """One pass over the records: counts per state and sharing tag, then the page."""
+    counts = {state.name: 0 for state in State}
+    shtags: dict[str, int] = {}
+    matched: list[Registrant] = []
+    total = 0
+    for registrant in engine:
+        total += 1
+        counts[registrant.state.name] += 1
+        tag = _shtag(registrant)
+        if tag is not None:
+            shtags[tag] = shtags.get(tag, 0) + 1
+        if query.matches(registrant):
+            matched.append(registrant)
+    matched.sort(key=SORT_KEYS[query.sort], reverse=query.descending)
+    page = matched[query.offset : query.offset + query.limit]
+    return {
+        "total": total,
+        "matched": len(matched),
+        "offset": query.offset,
+        "limit": query.limit,
+        "counts": counts,
+        "shtags": shtags,
+        "records": [status_view(r) for r in page],
+    }
+
+
+def _set_headers(request: Request, content_type: bytes) -> None:
+    request.setHeader(b"Content-Type", content_type)
+    for name, value in _SECURITY_HEADERS.items():
+        request.setHeader(name, value)
+
+
+class _Static(Resource):
+    isLeaf = True
+
+    def __init__(self, body: bytes, content_type: bytes) -> None:
+        super().__init__()
+        self._body = body
+        self._content_type = content_type
+
+    def render_GET(self, request: Request) -> bytes:
+        _set_headers(request, self._content_type)
+        return self._body
+
+
+class _Records(Resource):
+    """``GET records.json?offset=&limit=&q=&state=&sort=&desc=``."""
+
+    isLeaf = True
+
+    def __init__(self, engine: Engine, activity: Activity, token: bytes | None) -> None:
+        super().__init__()
+        self._engine = engine
+        self._activity = activity
+        self._token = token
+
+    def render_GET(self, request: Request) -> bytes:
+        _set_headers(request, b"application/json")
+        if not self._authorized(request):
+            request.setResponseCode(401)
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="mi"')
+            return _dumps({"error": "Unauthorized"})
+        try:
+            query = Query.from_args(request.args)
+        except QueryError as e:
+            request.setResponseCode(400)
+            return _dumps({"error": str(e)})
+        body = select(self._engine, query)
+        body["now"] = self._engine.clock.seconds()
+        body["activity"] = {"step": ACTIVITY_STEP, "series": self._activity.series()}
+        return _dumps(body)
+
+    def _authorized(self, request: Request) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, credentials = (request.getHeader(b"Authorization") or b"").partition(b" ")
+        # Same rule as /mi, compared in constant time.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def _read_static(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+class StatusResource(Resource):
+    """The page at its own path; ``app.js``, ``style.css`` and ``records.json`` as children.
+
+    It watches ``engine`` (its ``sent_observers`` and ``observers``) for the
+    activity chart.  With ``token`` set, ``records.json`` wants
+    ``Authorization: Bearer <token>`` like ``/mi``; the page itself and its
+    static files carry no data and are served to anyone, so the page can ask
+    for the token.
+    """
+
+    def __init__(self, engine: Engine, *, token: str | None = None) -> None:
+        super().__init__()
+        self._index = _read_static("index.html")
+        activity = Activity(engine.clock.seconds)
+        engine.sent_observers.append(activity.sent)
+        engine.observers.append(activity.transition)
+        for path, (name, content_type) in _STATIC.items():
+            self.putChild(path, _Static(_read_static(name), content_type))
+        self.putChild(
+            b"records.json",
+            _Records(engine, activity, token.encode("utf-8") if token is not None else None),
+        )
+
+    def render_GET(self, request: Request) -> bytes:
+        _set_headers(request, b"text/html; charset=utf-8")
+        return self._index
