@@ -12,7 +12,8 @@ from twisted.internet.protocol import Factory, Protocol
 
 from uacregistrant.sip.framing import StreamFramer
 from uacregistrant.sip.message import Request, parse_message, response_for
-from uacregistrant.transport.errors import TransportError
+from uacregistrant.sip.transaction import Timers
+from uacregistrant.transport.errors import TransactionTimeout, TransportError
 from uacregistrant.transport.layer import TransactionLayer
 from uacregistrant.transport.listen import Destination, parse_socket
 
@@ -43,6 +44,9 @@ class Peer(Protocol):
     def dataReceived(self, data: bytes) -> None:
         for raw in self.framer.feed(data):
             request = parse_message(raw, stream=True)
+            self.script["requests"] += 1
+            if self.script["silent"]:
+                continue
             if self.script["hang_up"]:
                 self.transport.loseConnection()
                 return
@@ -53,7 +57,7 @@ class Peer(Protocol):
 
 @pytest.fixture
 def peer():
-    script = {"connections": 0, "hang_up": False, "close_after_answer": False}
+    script = {"connections": 0, "requests": 0, "silent": False, "hang_up": False, "close_after_answer": False}
     port = reactor.listenTCP(0, Factory.forProtocol(lambda: Peer(script)), interface="127.0.0.1")
     yield Destination("tcp", "127.0.0.1", port.getHost().port), script
     pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
@@ -73,6 +77,22 @@ def test_connection_lost_before_the_answer_is_a_transport_error(layer, peer):
     script["hang_up"] = True
     with pytest.raises(TransportError, match="connection to tcp:127.0.0.1:.* lost"):
         yield layer.send_request(options(), destination)
+
+
+@pytest_twisted.inlineCallbacks
+def test_tcp_never_retransmits_and_times_out_on_timer_f(peer):
+    destination, script = peer
+    script["silent"] = True
+    layer = TransactionLayer(reactor, reactor, timers=Timers(t1=0.02, t2=0.16, t4=0.2))
+    layer.listen(parse_socket("tcp:127.0.0.1:0"))
+    try:
+        with pytest.raises(TransactionTimeout):
+            yield layer.send_request(options(), destination)
+    finally:
+        yield layer.stop()
+    assert script["requests"] == 1
+    assert layer.stats.retransmissions == 0
+    assert layer.stats.timeouts == 1
 
 
 @pytest_twisted.inlineCallbacks
