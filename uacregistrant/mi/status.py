@@ -17,7 +17,8 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from collections import deque
+import heapq
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -120,6 +121,10 @@ class Query:
             descending=text("desc") in ("1", "true"),
         )
 
+    @property
+    def filters(self) -> bool:
+        return bool(self.q) or self.state is not None
+
     def matches(self, registrant: Registrant) -> bool:
         if self.state is not None and registrant.state is not self.state:
             return False
@@ -179,28 +184,37 @@ def status_view(registrant: Registrant) -> dict[str, object]:
 
 def select(engine: Iterable[Registrant], query: Query) -> dict[str, object]:
     """One pass over the records: counts per state and sharing tag, then the page."""
-    counts = {state.name: 0 for state in State}
-    shtags: dict[str, int] = {}
-    matched: list[Registrant] = []
-    total = 0
-    for registrant in engine:
-        total += 1
-        counts[registrant.state.name] += 1
-        tag = _shtag(registrant)
-        if tag is not None:
-            shtags[tag] = shtags.get(tag, 0) + 1
-        if query.matches(registrant):
-            matched.append(registrant)
-    matched.sort(key=SORT_KEYS[query.sort], reverse=query.descending)
-    page = matched[query.offset : query.offset + query.limit]
+    # Counted by the raw values and named afterwards: 100,000 enum .name look-ups cost more.
+    by_state: Counter[State] = Counter()
+    by_shtag: Counter[str] = Counter()
+    one_with: dict[str, Registrant] = {}
+    records = list(engine)
+    for registrant in records:
+        by_state[registrant.state] += 1
+        raw = registrant.config.cluster_shtag
+        if raw:
+            by_shtag[raw] += 1
+            one_with.setdefault(raw, registrant)
+    shtags: Counter[str] = Counter()
+    for raw, count in by_shtag.items():
+        shtags[_shtag(one_with[raw])] += count
+    matched = [r for r in records if query.matches(r)] if query.filters else records
+    end = query.offset + query.limit
+    key = SORT_KEYS[query.sort]
+    if end * 8 < len(matched):
+        # The first pages, the usual view: a heap beats sorting every record.
+        pick = heapq.nlargest if query.descending else heapq.nsmallest
+        ordered = pick(end, matched, key=key)
+    else:
+        ordered = sorted(matched, key=key, reverse=query.descending)
     return {
-        "total": total,
+        "total": sum(by_state.values()),
         "matched": len(matched),
         "offset": query.offset,
         "limit": query.limit,
-        "counts": counts,
-        "shtags": shtags,
-        "records": [status_view(r) for r in page],
+        "counts": {state.name: by_state[state] for state in State},
+        "shtags": dict(shtags),
+        "records": [status_view(r) for r in ordered[query.offset : end]],
     }
 
 

@@ -209,7 +209,11 @@ function renderRows(records) {
   const rows = records.map((record) => {
     const reply = record.last_code === null ? (record.last_reason || "–")
       : `${record.last_code} ${record.last_reason || ""}`;
-    const row = el("tr", { class: record.enabled === "yes" ? "" : "disabled", "data-aor": record.AOR },
+    const row = el("tr", {
+      class: record.enabled === "yes" ? "" : "disabled",
+      "data-aor": record.AOR,
+      "data-key": [record.AOR, record.binding, record.registrar].join(" "),
+    },
       el("td", { class: "aor" }, record.AOR),
       el("td", { class: "registrar" }, record.registrar),
       el("td", { class: "binding" }, record.binding),
@@ -261,8 +265,8 @@ async function act(cell, run) {
   if (note === null) return;
   await refresh();
   // The row is new after the refresh: find it again to show the outcome.
-  const aor = cell.parentElement.dataset.aor;
-  const row = [...document.querySelectorAll("#records tbody tr")].find((tr) => tr.dataset.aor === aor);
+  const key = cell.parentElement.dataset.key;
+  const row = [...document.querySelectorAll("#records tbody tr")].find((tr) => tr.dataset.key === key);
   (row ? row.querySelector(".actions") : cell).append(note);
 }
 
