@@ -24,6 +24,7 @@ from .mi.metrics import Metrics, MetricsResource
 from .mi.site import build_root, make_site
 from .registrant.engine import Engine
 from .registrant.machine import Registrant
+from .registrant.persist import RuntimeWriter, resume
 from .registrant.policy import Timing
 from .registrant.states import State
 from .store import make_store
@@ -107,6 +108,7 @@ class RegistrantService(MultiService):
         if config.event_url:
             self.events = EventPoster(config.event_url, clock=reactor)
             self.engine.observers.append(self._post_event)
+        self.runtime = RuntimeWriter(self.engine, self.store, reactor)
         self.loaded: Deferred | None = None
         self._serve_mi = serve_mi
         # What to do when start-up cannot go on; twistd stops with a non-zero exit.
@@ -163,6 +165,7 @@ class RegistrantService(MultiService):
         try:
             yield self.store.open()
             result = yield self.store.load(self.validate)
+            saved = yield self.store.load_runtime()
         except Exception as e:  # the one line the operator needs, then stop
             self._fatal(f"cannot load the registrant table: {str(e) or type(e).__name__}")
             return None
@@ -170,11 +173,13 @@ class RegistrantService(MultiService):
             log.warn("skipped row {id}: {reason}", id=row_id, reason=reason)
             self.metrics.row_skipped()
         self.engine.apply(result.records)
+        resumed = resume(self.engine, saved, self.reactor.seconds())
         self.engine.start()
         log.info(
-            "loaded {count} registrant records ({skipped} rows skipped)",
+            "loaded {count} registrant records ({skipped} rows skipped, {resumed} bindings resumed)",
             count=len(result.records),
             skipped=len(result.skipped),
+            resumed=resumed,
         )
         return None
 
@@ -185,6 +190,7 @@ class RegistrantService(MultiService):
     @inlineCallbacks
     def stopService(self) -> Deferred:
         yield self.engine.shutdown(self.config.unregister_on_shutdown, self.config.shutdown_timeout)
+        yield self.runtime.stop()
         if self.events is not None:
             yield self.events.stop()
         if self._mi_port is not None:

@@ -80,6 +80,7 @@ class Registrant:
         "_new_dialog",
         "_waiters",
         "destination",
+        "granted_at",
     )
 
     def __init__(self, config: RecordConfig, ctx: Context) -> None:
@@ -107,6 +108,7 @@ class Registrant:
         self._new_dialog = False
         self._waiters: list[Deferred] | None = None
         self.destination: object | None = None
+        self.granted_at = 0.0
 
     # -- what the scheduler asks ------------------------------------------------
 
@@ -172,6 +174,17 @@ class Registrant:
                 self.disable()
         self.config = config
         self.destination = None
+
+    def resume(self, call_id: str, from_tag: str, cseq: int, expires: int, granted_at: float) -> None:
+        """Go on with a binding made earlier (by this process before a restart, or
+        by another node): same dialog, next CSeq, refreshed when due."""
+        self.call_id, self.from_tag, self.cseq = call_id, from_tag, cseq
+        self.expires = expires
+        self.granted_at = granted_at
+        self.bound = True
+        self._new_dialog = False
+        self.registration_timeout = refresh_at(granted_at, expires, self.ctx.timing)
+        self._transition(State.REGISTERED_STATE)
 
     def unregister(self) -> Deferred:
         """Remove the binding now (shutdown, delete); fires when done, whatever the outcome."""
@@ -313,6 +326,7 @@ class Registrant:
         now = self.ctx.clock.seconds()
         self.failures = 0
         self.auth_failures = 0
+        self.granted_at = now
         self.registration_timeout = refresh_at(now, self.expires, self.ctx.timing)
         self._transition(State.REGISTERED_STATE)
 

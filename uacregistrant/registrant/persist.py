@@ -1,0 +1,119 @@
+"""Runtime state that survives a restart or moves to another node (Call-ID, CSeq, expiry).
+
+Transitions only mark a record dirty; a timer writes the dirty ones in one
+batch, off the hot path.  A failed write keeps them dirty for the next try and
+never holds up a registration.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ..store.interface import IRegistrantStore, RuntimeState
+from .engine import Engine
+from .machine import Registrant
+from .record import RecordKey
+from .states import State
+
+log = Logger()
+
+
+def snapshot(registrant: Registrant, now: float) -> RuntimeState:
+    return RuntimeState(
+        key=registrant.config.key,
+        call_id=registrant.call_id,
+        from_tag=registrant.from_tag,
+        cseq=registrant.cseq,
+        state=int(registrant.state),
+        expires=registrant.expires,
+        expires_at=registrant.granted_at + registrant.expires if registrant.bound else 0.0,
+        updated_at=now,
+        last_code=registrant.last_code,
+        last_reason=registrant.last_reason,
+    )
+
+
+class RuntimeWriter:
+    def __init__(
+        self, engine: Engine, store: IRegistrantStore, clock: IReactorTime, delay: float = 1.0
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.clock = clock
+        self.delay = delay
+        self.failures = 0
+        self._dirty: dict[RecordKey, Registrant] = {}
+        self._call: IDelayedCall | None = None
+        self._writing: Deferred | None = None
+        engine.observers.append(self._changed)
+
+    def _changed(self, registrant: Registrant, old: State, new: State) -> None:
+        self._dirty[registrant.config.key] = registrant
+        if self._call is None and self._writing is None:
+            self._call = self.clock.callLater(self.delay, self.flush)
+
+    def flush(self) -> Deferred:
+        """Write what is dirty now; fires when written (or failed, and kept for later)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self._writing is not None:
+            return self._writing
+        if not self._dirty:
+            return succeed(None)
+        batch, self._dirty = self._dirty, {}
+        now = self.clock.seconds()
+        states = [snapshot(registrant, now) for registrant in batch.values()]
+        writing = self._writing = self.store.save_runtime(states)
+        writing.addCallbacks(self._written, self._failed, errbackArgs=(batch,))
+        return writing
+
+    def _written(self, _: object) -> None:
+        self._writing = None
+        self.failures = 0
+        if self._dirty:
+            self._call = self.clock.callLater(self.delay, self.flush)
+
+    def _failed(self, failure, batch: dict[RecordKey, Registrant]) -> None:
+        self._writing = None
+        self.failures += 1
+        # Newer changes win over the batch that failed.
+        self._dirty = {**batch, **self._dirty}
+        retry = min(60.0, self.delay * 2**self.failures)
+        log.warn(
+            "cannot save runtime state of {count} records ({why}); retrying in {retry:.0f} s",
+            count=len(batch),
+            why=failure.getErrorMessage(),
+            retry=retry,
+        )
+        self._call = self.clock.callLater(retry, self.flush)
+
+    def stop(self) -> Deferred:
+        """One last write; no timer left behind."""
+        return self.flush().addErrback(lambda _: None).addBoth(self._cancel)
+
+    def _cancel(self, _: object) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+def resume(engine: Engine, saved: dict[RecordKey, RuntimeState], now: float) -> int:
+    """Resume every loaded record whose saved binding is still valid; returns how many."""
+    resumed = 0
+    for registrant in engine:
+        state = saved.get(registrant.config.key)
+        if (
+            state is None
+            or state.state != State.REGISTERED_STATE
+            or state.expires_at <= now
+            or not registrant.enabled
+        ):
+            continue
+        registrant.resume(
+            state.call_id, state.from_tag, state.cseq, state.expires, state.expires_at - state.expires
+        )
+        resumed += 1
+    return resumed
