@@ -407,3 +407,10 @@ def test_make_resolver_rejects_a_malformed_server():
 def test_unsupported_transports_are_refused_up_front(clock):
     with pytest.raises(ValueError, match="sctp"):
         SIPResolver(client.Resolver(servers=[("127.0.0.1", 53)], reactor=reactor), clock, supported=("sctp",))
+
+
+@pytest_twisted.inlineCallbacks
+def test_malformed_uri_error_does_not_repeat_the_user_part(make):
+    with pytest.raises(DNSError) as raised:
+        yield make().resolve("sip:secret-user@bad host")
+    assert "secret-user" not in str(raised.value)

@@ -180,7 +180,8 @@ class SIPResolver:
         try:
             uri = parse_uri(uri_text)
         except ParseError as reason:
-            raise DNSError(f"cannot resolve {uri_text!r}: {reason}") from None
+            # The URI text itself stays out of the message: it may carry a user part.
+            raise DNSError(f"cannot resolve a malformed URI: {reason}") from None
         transport = uri.param("transport")
         return _Question(
             uri.scheme,
