@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -302,6 +303,9 @@ class StatusResource(Resource):
             b"records.json",
             _Records(engine, activity, token.encode("utf-8") if token is not None else None),
         )
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return notFound()
 
     def render_GET(self, request: Request) -> bytes:
         _set_headers(request, b"text/html; charset=utf-8")
