@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import free_port
+from tests.peers.postgres import Postgres
 from uacregistrant.store.interface import IRegistrantStore
+from uacregistrant.store.postgres import PostgresStore, folded
 from uacregistrant.store.rows import Columns
 from uacregistrant.store.sqlite import SQLiteStore
 
@@ -123,9 +126,139 @@ class SQLiteBackend:
         return [str(row[1]) for row in self.query(f'PRAGMA table_info("{table}")')]
 
 
-BACKENDS = {"sqlite": SQLiteBackend}
+class PostgresBackend:
+    """A fresh database per test on the session's private cluster, with a psycopg2 side door.
+
+    OpenSIPS writes its SQL unquoted, so PostgreSQL folds every name to lower
+    case; this side door folds the names it is given the same way.
+    """
+
+    # scripts/postgres/standard-create.sql and registrant-create.sql as OpenSIPS ships them.
+    OPENSIPS_VERSION_TABLE = """CREATE TABLE version (
+    table_name VARCHAR(32) NOT NULL,
+    table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_t_name_idx UNIQUE (table_name)
+)"""
+    OPENSIPS_REGISTRANT_V3 = """CREATE TABLE registrant (
+    id SERIAL PRIMARY KEY NOT NULL,
+    registrar VARCHAR(255) DEFAULT '' NOT NULL,
+    proxy VARCHAR(255) DEFAULT NULL,
+    aor VARCHAR(255) DEFAULT '' NOT NULL,
+    third_party_registrant VARCHAR(255) DEFAULT NULL,
+    username VARCHAR(64) DEFAULT NULL,
+    password VARCHAR(64) DEFAULT NULL,
+    binding_URI VARCHAR(255) DEFAULT '' NOT NULL,
+    binding_params VARCHAR(64) DEFAULT NULL,
+    expiry INTEGER DEFAULT NULL,
+    forced_socket VARCHAR(64) DEFAULT NULL,
+    cluster_shtag VARCHAR(64) DEFAULT NULL,
+    state INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT registrant_registrant_idx UNIQUE (aor, binding_URI, registrar)
+)"""
+    OPENSIPS_REGISTRANT_V2 = """CREATE TABLE registrant (
+    id SERIAL PRIMARY KEY NOT NULL,
+    registrar VARCHAR(255) DEFAULT '' NOT NULL,
+    proxy VARCHAR(255) DEFAULT NULL,
+    aor VARCHAR(255) DEFAULT '' NOT NULL,
+    third_party_registrant VARCHAR(255) DEFAULT NULL,
+    username VARCHAR(64) DEFAULT NULL,
+    password VARCHAR(64) DEFAULT NULL,
+    binding_URI VARCHAR(255) DEFAULT '' NOT NULL,
+    binding_params VARCHAR(64) DEFAULT NULL,
+    expiry INTEGER DEFAULT NULL,
+    forced_socket VARCHAR(64) DEFAULT NULL,
+    cluster_shtag VARCHAR(64) DEFAULT NULL,
+    CONSTRAINT registrant_registrant_idx UNIQUE (aor, binding_URI, registrar)
+)"""
+    OPENSIPS_SEQUENCE = "ALTER SEQUENCE registrant_id_seq MAXVALUE 2147483647 CYCLE"
+
+    def __init__(self, cluster: Postgres, dsn: str) -> None:
+        self.cluster = cluster
+        self.dsn = dsn
+        self.dbname = dsn.rsplit("/", 1)[1]
+
+    def make_store(self, columns: Columns) -> IRegistrantStore:
+        return PostgresStore(self.dsn, columns)
+
+    def unreachable_store(self, columns: Columns) -> IRegistrantStore:
+        return PostgresStore(f"postgres://postgres@127.0.0.1:{free_port('tcp')}/x", columns)
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        connection = self.cluster.connect(self.dbname)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, tuple(params) or None)
+        finally:
+            connection.close()
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        connection = self.cluster.connect(self.dbname)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, tuple(params) or None)
+                return cursor.fetchall()
+        finally:
+            connection.close()
+
+    def create_opensips_table(self, version: int) -> None:
+        """What OpenSIPS's install scripts leave behind, table version 2 or 3."""
+        self.execute(self.OPENSIPS_VERSION_TABLE)
+        self.execute("INSERT INTO version (table_name, table_version) VALUES ('registrant', %s)",
+                     (str(version),))
+        self.execute(self.OPENSIPS_REGISTRANT_V3 if version == 3 else self.OPENSIPS_REGISTRANT_V2)
+        self.execute(self.OPENSIPS_SEQUENCE)
+
+    def insert_row(self, columns: Columns, values: dict[str, object]) -> int:
+        """Insert logical-name values by hand, bypassing every check; return the id."""
+        names = ", ".join(f'"{folded(columns.physical(k))}"' for k in values)
+        marks = ", ".join("%s" for _ in values)
+        [(row_id,)] = self.query(
+            f'INSERT INTO "{folded(columns.table)}" ({names}) VALUES ({marks}) RETURNING id',
+            tuple(values.values()),
+        )
+        return int(row_id)
+
+    def table_exists(self, table: str) -> bool:
+        return self.query("SELECT to_regclass(%s)", (f'"{folded(table)}"',))[0][0] is not None
+
+    def schema_snapshot(self, table: str) -> list[tuple[object, ...]]:
+        """Everything that defines a table: its columns, constraints, indexes and sequence."""
+        relation = f'"{folded(table)}"'
+        return (
+            self.query(
+                "SELECT attname, format_type(atttypid, atttypmod), attnotnull,"
+                " pg_get_expr(adbin, adrelid) FROM pg_attribute"
+                " LEFT JOIN pg_attrdef ON adrelid = attrelid AND adnum = attnum"
+                " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+                " ORDER BY attnum", (relation,))
+            + self.query(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conrelid = to_regclass(%s) ORDER BY conname", (relation,))
+            + self.query(
+                "SELECT indexname, indexdef FROM pg_indexes"
+                " WHERE tablename = %s AND schemaname = current_schema() ORDER BY indexname",
+                (folded(table),))
+            + self.query(
+                "SELECT max_value, cycle FROM pg_sequences"
+                " WHERE format('%%I.%%I', schemaname, sequencename)::regclass"
+                " = pg_get_serial_sequence(%s, 'id')::regclass", (relation,))
+        )
+
+    def version_rows(self) -> list[tuple[object, ...]]:
+        return self.query("SELECT table_name, table_version FROM version ORDER BY table_name")
+
+    def column_names(self, table: str) -> list[str]:
+        return [str(row[0]) for row in self.query(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f'"{folded(table)}"',))]
+
+
+BACKENDS = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteBackend:
-    return BACKENDS[request.param](tmp_path)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteBackend | PostgresBackend:
+    if BACKENDS[request.param] is PostgresBackend:
+        return PostgresBackend(request.getfixturevalue("postgres"),
+                               request.getfixturevalue("pg_dsn"))
+    return SQLiteBackend(tmp_path)

@@ -96,9 +96,10 @@ class StoreContract:
     async def test_open_creates_schema(self, backend: Any) -> None:
         store = await open_store(backend)
         try:
-            assert backend.column_names("registrant") == [
+            # Case-blind: PostgreSQL folds OpenSIPS's unquoted binding_URI to binding_uri.
+            assert [name.lower() for name in backend.column_names("registrant")] == [
                 "id", "registrar", "proxy", "aor", "third_party_registrant", "username",
-                "password", "binding_URI", "binding_params", "expiry", "forced_socket",
+                "password", "binding_uri", "binding_params", "expiry", "forced_socket",
                 "cluster_shtag", "state",
             ]
             assert ("registrant", 3) in backend.version_rows()
