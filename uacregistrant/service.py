@@ -30,6 +30,7 @@ from .registrant.states import State
 from .store import make_store
 from .store.interface import IRegistrantStore
 from .store.rows import Columns, record_from_row
+from .transport.dns import SIPResolver, make_resolver
 from .transport.interfaces import IRequestSender
 from .transport.layer import TransactionLayer
 from .transport.listen import parse_socket
@@ -86,7 +87,7 @@ class RegistrantService(MultiService):
         self.engine = Engine(
             clock=reactor,
             sender=sender,
-            resolve_host=reactor.resolve,
+            resolver=SIPResolver(make_resolver(config.dns_servers, reactor), reactor),
             timing=Timing(
                 timer_interval=config.timer_interval,
                 reregister_expiry_percentage=config.reregister_expiry_percentage,

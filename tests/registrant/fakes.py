@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
@@ -13,6 +13,7 @@ from uacregistrant.registrant.engine import Engine
 from uacregistrant.registrant.policy import Timing
 from uacregistrant.registrant.record import RecordConfig
 from uacregistrant.sip.message import Request, Response, parse_message
+from uacregistrant.transport.dns import SIPResolver
 from uacregistrant.transport.errors import TransactionTimeout
 from uacregistrant.transport.interfaces import IRequestSender
 
@@ -99,7 +100,8 @@ def make_engine(
     engine = Engine(
         clock=clock,
         sender=sender,
-        resolve_host=lambda name: succeed("127.0.0.1"),
+        # Records here name registrars by IP: the resolver never asks DNS.
+        resolver=SIPResolver(resolver=None, clock=clock),
         timing=timing,
         hash_size=hash_size,
         user_agent="uac-registrant test",

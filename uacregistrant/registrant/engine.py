@@ -15,10 +15,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..sip.message import Request
+from ..sip.message import Response
+from ..transport.dns import Targets
+from ..transport.errors import TransactionTimeout, TransportError
 from ..transport.interfaces import IRequestSender
-from ..transport.listen import SocketSpec, parse_socket
+from ..transport.listen import Destination, SocketSpec, parse_socket
 from .machine import Context, Registrant
-from .nexthop import next_hop
 from .policy import Timing
 from .record import RecordConfig, RecordKey
 from .scheduler import Scheduler
@@ -35,7 +37,7 @@ class Engine:
         *,
         clock: IReactorTime,
         sender: IRequestSender,
-        resolve_host: Callable[[str], Deferred],
+        resolver,
         timing: Timing,
         hash_size: int = 1,
         max_register_rate: float = 0,
@@ -44,7 +46,8 @@ class Engine:
     ) -> None:
         self.clock = clock
         self.sender = sender
-        self.resolve_host = resolve_host
+        # Anything with resolve(uri_text) -> Deferred[Targets], e.g. transport.dns.SIPResolver.
+        self.resolver = resolver
         self.observers: list[Observer] = [self._log_transition]
         self.sent_observers: list[Callable[[Registrant, str], None]] = []
         self.reply_observers: list[Callable[[Registrant, int], None]] = []
@@ -165,17 +168,46 @@ class Engine:
     # -- the way out -----------------------------------------------------------------
 
     def _send(self, registrant: Registrant, request: Request) -> Deferred:
+        """Send to the record's next hop (RFC 3263), failing over to the next target
+        on a timeout, a transport error or a 503 (SPEC §2.5)."""
+        targets = registrant.targets
+        if targets is not None and self.clock.seconds() < targets.expires_at:
+            return self._attempt(registrant, request, targets, self._first(registrant, targets))
         config = registrant.config
-        local = self._local_socket(config.forced_socket)
-        if registrant.destination is not None:
-            return self.sender.send_request(request, registrant.destination, local)
-        d = next_hop(config, self.resolve_host)
 
-        def send(destination):
-            registrant.destination = destination
-            return self.sender.send_request(request, destination, local)
+        def resolved(targets: Targets) -> Deferred:
+            registrant.targets = targets
+            return self._attempt(registrant, request, targets, self._first(registrant, targets))
 
-        return d.addCallback(send)
+        return self.resolver.resolve(config.proxy or config.registrar).addCallback(resolved)
+
+    @staticmethod
+    def _first(registrant: Registrant, targets: Targets) -> Destination:
+        # Stay where the last request went while it works; after a failure
+        # start again from the most preferred target.
+        if registrant.failures == 0 and registrant.destination in targets.destinations:
+            return registrant.destination
+        return targets.destinations[0]
+
+    def _attempt(
+        self, registrant: Registrant, request: Request, targets: Targets, destination: Destination
+    ) -> Deferred:
+        registrant.destination = destination
+        sent = self.sender.send_request(request, destination, self._local_socket(registrant.config.forced_socket))
+        following = targets.after(destination) if len(targets.destinations) > 1 else None
+        if following is None:
+            return sent
+
+        def answered(response: Response):
+            if response.status == 503:
+                return self._attempt(registrant, request, targets, following)
+            return response
+
+        def failed(failure):
+            failure.trap(TransactionTimeout, TransportError)
+            return self._attempt(registrant, request, targets, following)
+
+        return sent.addCallbacks(answered, failed)
 
     def _local_socket(self, text: str | None) -> SocketSpec | None:
         if not text:

@@ -80,6 +80,7 @@ class Registrant:
         "_new_dialog",
         "_waiters",
         "destination",
+        "targets",
         "granted_at",
     )
 
@@ -108,6 +109,7 @@ class Registrant:
         self._new_dialog = False
         self._waiters: list[Deferred] | None = None
         self.destination: object | None = None
+        self.targets: object | None = None
         self.granted_at = 0.0
 
     # -- what the scheduler asks ------------------------------------------------
@@ -173,7 +175,7 @@ class Registrant:
             else:
                 self.disable()
         self.config = config
-        self.destination = None
+        self.targets = None
 
     def resume(self, call_id: str, from_tag: str, cseq: int, expires: int, granted_at: float) -> None:
         """Go on with a binding made earlier (by this process before a restart, or
