@@ -12,11 +12,14 @@ import random
 from typing import Callable
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from .config import Config
+from prometheus_client import Gauge
+
+from .config import Config, parse_db_url
 from .mi.commands import RegistrantCommands
 from .mi.events import EventPoster
 from .mi.jsonrpc import MIResource
@@ -28,7 +31,7 @@ from .registrant.persist import RuntimeWriter, resume
 from .registrant.policy import Timing
 from .registrant.states import State
 from .store import make_store
-from .store.interface import IRegistrantStore
+from .store.interface import IRegistrantStore, StoreUnavailable
 from .store.rows import Columns, record_from_row
 from .transport.dns import SIPResolver, make_resolver
 from .transport.interfaces import IRequestSender
@@ -110,7 +113,13 @@ class RegistrantService(MultiService):
             self.events = EventPoster(config.event_url, clock=reactor)
             self.engine.observers.append(self._post_event)
         self.runtime = RuntimeWriter(self.engine, self.store, reactor)
+        self.table_loaded = Gauge(
+            "uac_registrant_table_loaded",
+            "1 once the registrant table is loaded; 0 while the database is waited for",
+            registry=self.metrics.registry,
+        )
         self.loaded: Deferred | None = None
+        self._db_wait: Deferred | None = None
         self._serve_mi = serve_mi
         # What to do when start-up cannot go on; twistd stops with a non-zero exit.
         self._on_fatal = on_fatal or (lambda why: None)
@@ -163,19 +172,41 @@ class RegistrantService(MultiService):
 
     @inlineCallbacks
     def _load(self) -> Deferred:
-        try:
-            yield self.store.open()
-            result = yield self.store.load(self.validate)
-            saved = yield self.store.load_runtime()
-        except Exception as e:  # the one line the operator needs, then stop
-            self._fatal(f"cannot load the registrant table: {str(e) or type(e).__name__}")
-            return None
+        """Open the store and load the table; a PostgreSQL server that is down is
+        waited for (MI serves meanwhile, nothing is registered), anything else
+        stops start-up."""
+        delay = 1.0
+        while True:
+            try:
+                yield self.store.open()
+                result = yield self.store.load(self.validate)
+                saved = yield self.store.load_runtime()
+                break
+            except StoreUnavailable as e:
+                if parse_db_url(self.config.db_url).kind != "postgres" or not self.running:
+                    self._fatal(f"cannot load the registrant table: {e}")
+                    return None
+                log.error(
+                    "database unavailable ({why}); registering nothing, retrying in {delay:.0f} s",
+                    why=str(e),
+                    delay=delay,
+                )
+                self._db_wait = deferLater(self.reactor, delay, lambda: None)
+                try:
+                    yield self._db_wait
+                except CancelledError:  # stopped while waiting
+                    return None
+                delay = min(delay * 2, 30.0)
+            except Exception as e:  # the one line the operator needs, then stop
+                self._fatal(f"cannot load the registrant table: {str(e) or type(e).__name__}")
+                return None
         for row_id, reason in result.skipped:
             log.warn("skipped row {id}: {reason}", id=row_id, reason=reason)
             self.metrics.row_skipped()
         self.engine.apply(result.records)
         resumed = resume(self.engine, saved, self.reactor.seconds())
         self.engine.start()
+        self.table_loaded.set(1)
         log.info(
             "loaded {count} registrant records ({skipped} rows skipped, {resumed} bindings resumed)",
             count=len(result.records),
@@ -190,6 +221,8 @@ class RegistrantService(MultiService):
 
     @inlineCallbacks
     def stopService(self) -> Deferred:
+        if self._db_wait is not None:
+            self._db_wait.cancel()
         yield self.engine.shutdown(self.config.unregister_on_shutdown, self.config.shutdown_timeout)
         yield self.runtime.stop()
         if self.events is not None:
