@@ -204,6 +204,12 @@ class Registrant:
             self._start(UNREGISTER, State.UNREGISTERING_STATE)
         return done
 
+    def passivate(self) -> None:
+        """Another node registers this record now: stop at once, send nothing, keep the dialog."""
+        self.stop()
+        self.bound = False
+        self._transition(State.NOT_REGISTERED_STATE)
+
     def stop(self) -> None:
         """Forget anything in flight; nothing of this record is left on the clock."""
         self._cancel_pending()

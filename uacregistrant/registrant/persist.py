@@ -7,6 +7,8 @@ never holds up a registration.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -40,6 +42,8 @@ class RuntimeWriter:
         self, engine: Engine, store: IRegistrantStore, clock: IReactorTime, delay: float = 1.0
     ) -> None:
         self.engine = engine
+        # Only what this node registers is written: a standby's view is stale.
+        self.active = lambda registrant: engine.scheduler.active(registrant)
         self.store = store
         self.clock = clock
         self.delay = delay
@@ -50,6 +54,8 @@ class RuntimeWriter:
         engine.observers.append(self._changed)
 
     def _changed(self, registrant: Registrant, old: State, new: State) -> None:
+        if not self.active(registrant):
+            return
         self._dirty[registrant.config.key] = registrant
         if self._call is None and self._writing is None:
             self._call = self.clock.callLater(self.delay, self.flush)
@@ -100,20 +106,39 @@ class RuntimeWriter:
         self._call = None
 
 
-def resume(engine: Engine, saved: dict[RecordKey, RuntimeState], now: float) -> int:
-    """Resume every loaded record whose saved binding is still valid; returns how many."""
+# Requests may have left after the last write reached the database (a node
+# killed right after a refresh): the CSeq goes on from beyond them.
+CSEQ_MARGIN = 10
+
+
+def resume(
+    engine: Engine,
+    saved: dict[RecordKey, RuntimeState],
+    now: float,
+    select: Callable[[Registrant], bool] = lambda registrant: True,
+) -> int:
+    """Resume the selected records whose saved binding is still valid; returns how many.
+
+    Each goes on with the same Call-ID and From-tag and a higher CSeq, and is
+    refreshed when due, so the registrar keeps one binding per record.
+    """
     resumed = 0
     for registrant in engine:
         state = saved.get(registrant.config.key)
         if (
             state is None
+            or not select(registrant)
             or state.state != State.REGISTERED_STATE
             or state.expires_at <= now
             or not registrant.enabled
         ):
             continue
         registrant.resume(
-            state.call_id, state.from_tag, state.cseq, state.expires, state.expires_at - state.expires
+            state.call_id,
+            state.from_tag,
+            state.cseq + CSEQ_MARGIN,
+            state.expires,
+            state.expires_at - state.expires,
         )
         resumed += 1
     return resumed

@@ -1,0 +1,101 @@
+"""Runtime state: written in batches off the hot path, retried, and resumed after a restart."""
+
+from __future__ import annotations
+
+from uacregistrant.registrant.persist import CSEQ_MARGIN, RuntimeWriter, resume
+from uacregistrant.registrant.states import State
+from uacregistrant.store.memory import MemoryStore
+
+from .fakes import make_engine, record, reply
+
+TI = 10
+
+
+def bound_engine(store):
+    engine, sender, clock = make_engine()
+    writer = RuntimeWriter(engine, store, clock, delay=1.0)
+    engine.apply([record()])
+    engine.start()
+    clock.pump([1] * TI)
+    reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
+    return engine, sender, clock, writer
+
+
+def test_transitions_are_written_in_one_batch_after_the_delay():
+    store = MemoryStore([record()])
+    engine, sender, clock, writer = bound_engine(store)
+    clock.advance(1)
+    saved = store.runtime[record().key]
+    registrant = engine.get(record().key)
+    assert saved.state == State.REGISTERED_STATE
+    assert (saved.call_id, saved.from_tag, saved.cseq) == (
+        registrant.call_id,
+        registrant.from_tag,
+        registrant.cseq,
+    )
+    assert saved.expires == 600
+    assert saved.expires_at == registrant.granted_at + 600
+    assert clock.getDelayedCalls() != []  # the scheduler's loop only
+    writer.stop()
+
+
+def test_a_failed_write_is_kept_and_retried():
+    store = MemoryStore([record()])
+    store.available = False
+    engine, sender, clock, writer = bound_engine(store)
+    clock.advance(1)
+    failures = writer.failures
+    assert failures >= 1 and store.runtime == {}
+    clock.advance(10)
+    assert writer.failures > failures and store.runtime == {}
+    store.available = True
+    clock.advance(60)
+    assert store.runtime[record().key].state == State.REGISTERED_STATE
+    assert writer.failures == 0
+
+
+def test_resume_goes_on_with_the_same_dialog_and_refreshes_when_due():
+    store = MemoryStore([record()])
+    engine, sender, clock, writer = bound_engine(store)
+    clock.advance(1)
+    before = engine.get(record().key)
+    saved = dict(store.runtime)
+
+    # A new process: fresh engine, same table, the saved runtime state.
+    engine2, sender2, clock2 = make_engine()
+    clock2.advance(clock.seconds())
+    engine2.apply([record()])
+    assert resume(engine2, saved, clock2.seconds()) == 1
+    after = engine2.get(record().key)
+    assert after.state is State.REGISTERED_STATE and after.bound
+    assert (after.call_id, after.from_tag) == (before.call_id, before.from_tag)
+    engine2.start()
+    while not sender2.sent:
+        clock2.advance(1)
+    refresh = sender2.pop()
+    assert refresh.request.call_id == before.call_id
+    assert refresh.cseq == before.cseq + CSEQ_MARGIN + 1
+    assert clock2.seconds() >= before.granted_at + 600 - 2 * TI
+
+
+def test_expired_or_unregistered_state_is_not_resumed():
+    store = MemoryStore([record()])
+    engine, sender, clock, writer = bound_engine(store)
+    clock.advance(1)
+    saved = dict(store.runtime)
+    engine2, _, clock2 = make_engine()
+    clock2.advance(clock.seconds() + 601)
+    engine2.apply([record()])
+    assert resume(engine2, saved, clock2.seconds()) == 0
+    assert engine2.get(record().key).state is State.NOT_REGISTERED_STATE
+
+
+def test_a_standby_writes_nothing():
+    store = MemoryStore([record()])
+    engine, sender, clock = make_engine()
+    engine.scheduler.active = lambda registrant: False
+    RuntimeWriter(engine, store, clock)
+    engine.apply([record()])
+    engine.force_register(record().key)
+    clock.advance(5)
+    assert sender.sent == [] and store.runtime == {}
