@@ -50,12 +50,12 @@ OUTCOMES = {"alice": 200, "bob": 403, "carol": "timeout", "erin": 200}
 def lab_records(bulk: int) -> list[RecordConfig]:
     records = [
         lab_record("alice"),
-        lab_record("bob", registrar="sip:registrar.example.test", cluster_shtag="vip/1"),
+        lab_record("bob", registrar="sip:127.0.0.2:5090", cluster_shtag="vip/1"),
         lab_record("carol", cluster_shtag="vip/1"),
         lab_record("dave", enabled=False),
         lab_record("erin", cluster_shtag="edge/2"),
     ]
-    records += [lab_record(f"bulk{i:03d}") for i in range(bulk)]
+    records += [lab_record(f"user{i:03d}") for i in range(bulk)]
     return records
 
 
