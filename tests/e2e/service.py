@@ -75,7 +75,7 @@ class ServiceProcess:
         self.log_path = workdir / "service.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "ServiceProcess":
+    def start(self, wait_loaded: bool = True) -> "ServiceProcess":
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         command = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -89,7 +89,16 @@ class ServiceProcess:
             stdin=subprocess.DEVNULL,
         )
         wait_until(self._mi_up, 20, "the MI port of the service")
+        if wait_loaded:
+            wait_until(self.table_loaded, 20, "the registrant table loaded")
         return self
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mi_port}/metrics", timeout=10) as reply:
+            return reply.read().decode()
+
+    def table_loaded(self) -> bool:
+        return "\nuac_registrant_table_loaded 1.0" in self.metrics_text()
 
     def _mi_up(self) -> bool:
         if self.process.poll() is not None:
