@@ -467,6 +467,7 @@ def test_mi_token_refuses_opensips_cli_and_accepts_bearer(lab):
     refused = lab.cli("reg_list")
     assert refused.returncode != 0
     assert "Records" not in refused.stdout
+    assert "HTTP Error 401: Unauthorized" in refused.stderr
     with pytest.raises(urllib.error.HTTPError) as no_token:
         mi_call(port, "which")
     assert no_token.value.code == 401
