@@ -152,13 +152,14 @@ def runner(tmp_path):
         runner.proc.stop()
 
 
-def alice(svc: ServiceProcess) -> dict:
-    return svc.records()[AOR]
+def alice(svc: ServiceProcess) -> dict | None:
+    # None until the service has loaded the table, which may come after MI is up.
+    return svc.records().get(AOR)
 
 
 def in_state(svc: ServiceProcess, state: str) -> dict | None:
     record = alice(svc)
-    return record if record["state"] == state else None
+    return record if record is not None and record["state"] == state else None
 
 
 def holds_for(seconds: float, check: Callable[[], object], what: str) -> None:
@@ -180,7 +181,9 @@ def test_503_retry_after_outlasts_the_failure_retry_interval(registrar, runner):
 
     first, retry = registrar.wait_for_registers(2, 15)[:2]
     rejected = next(m for m in registrar.messages() if not m.received and m.start_line.startswith("SIP/2.0 503"))
-    assert 8 <= retry.at - rejected.at < 8 + TI + 1, registrar.errors()
+    waited = retry.at - rejected.at
+    # Never before Retry-After; then the next visit of the record's bucket.
+    assert 8 <= waited < 8 + TI + 1, f"retried {waited:.2f} s after the 503"
     # A retry after a failure starts a new dialog.
     assert retry.call_id != first.call_id
     assert (first.cseq, retry.cseq) == (1, 1)
@@ -195,7 +198,8 @@ def test_silent_registrar_times_out_on_timer_f(registrar, runner):
     record = wait_until(lambda: in_state(svc, "REGISTER_TIMEOUT_STATE"), 40, "Timer F")
     timed_out_at = time.time()
     # Timer F = 64 T1 = 32 s with the default T1 of 500 ms.
-    assert 31.5 <= timed_out_at - first.at < 34
+    waited = timed_out_at - first.at
+    assert 31.5 <= waited < 34, f"timed out {waited:.2f} s after the first copy"
     assert record["last_code"] == 408
     assert record["failures"] == 1
 
@@ -253,6 +257,6 @@ def test_retransmissions_until_the_registrar_answers(registrar, runner):
     assert len(copies) == 3, registrar.errors()
     assert len({(m.branch, m.call_id, m.cseq) for m in copies}) == 1
     # Timer E from T1 = 500 ms: 0, 0.5, 1.5 s.
-    assert [round(m.at - copies[0].at, 1) for m in copies] == pytest.approx([0, 0.5, 1.5], abs=0.2)
+    assert [m.at - copies[0].at for m in copies] == pytest.approx([0, 0.5, 1.5], abs=0.2)
     [answer] = [m for m in registrar.messages() if not m.received]
     assert answer.at > copies[-1].at
