@@ -102,6 +102,7 @@ class RegistrantService(MultiService):
             max_register_rate=config.max_register_rate,
             user_agent=config.user_agent,
             rng=rng,
+            keepalive_interval=config.keepalive_interval,
         )
         self.metrics = Metrics(state_counts=self.engine.state_counts, transport_stats=self._transport_stats)
         self.engine.sent_observers.append(self._count_sent)

@@ -86,10 +86,15 @@ def record(**kw) -> RecordConfig:
 
 
 def make_engine(
-    clock: Clock | None = None, *, timer_interval: float = 10, hash_size: int = 1, **kw
+    clock: Clock | None = None,
+    *,
+    timer_interval: float = 10,
+    hash_size: int = 1,
+    sender: FakeSender | None = None,
+    **kw,
 ) -> tuple[Engine, FakeSender, Clock]:
     clock = clock or Clock()
-    sender = FakeSender()
+    sender = sender if sender is not None else FakeSender()
     timing = Timing(
         timer_interval=timer_interval,
         failure_retry_interval=kw.pop("failure_retry_interval", 60),

@@ -245,7 +245,6 @@ def test_423_retries_at_once_with_a_larger_min_expires():
     [
         (lambda s: reply(s, 408, "Request Timeout"), State.REGISTER_TIMEOUT_STATE),
         (timeout, State.REGISTER_TIMEOUT_STATE),
-        (lambda s: reply(s, 403, "Forbidden"), State.REGISTRAR_ERROR_STATE),
         (lambda s: reply(s, 302, "Moved", "Contact: <sip:x@127.0.0.9>"), State.REGISTRAR_ERROR_STATE),
         (lambda s: reply(s, 202, "Accepted"), State.REGISTRAR_ERROR_STATE),
         (lambda s: reply(s, 603, "Decline"), State.REGISTRAR_ERROR_STATE),
@@ -268,6 +267,22 @@ def test_failures_and_the_retry_with_a_new_call_id(answer, state):
     retry = sender.pop()
     assert retry.request.call_id != first.request.call_id
     assert retry.cseq == 1
+
+
+def test_forbidden_backs_off_long_and_counts_toward_max_auth_failures():
+    engine, sender, clock = make_engine(failure_retry_interval=60, max_auth_failures=2)
+    engine.apply([record()])
+    engine.start()
+    clock.pump([1] * TI)
+    reply(sender.pop(), 403, "Forbidden")
+    registrant = engine.get(record().key)
+    assert registrant.state is State.REGISTRAR_ERROR_STATE and registrant.auth_failures == 1
+    clock.pump([1] * 119)  # four times the interval, jittered over its upper half
+    assert sender.sent == []
+    clock.pump([1] * (121 + TI))
+    reply(sender.pop(), 403, "Forbidden")
+    clock.pump([10] * 10_000)
+    assert sender.sent == [], "kept trying after max_auth_failures"
 
 
 def test_retry_after_is_respected():

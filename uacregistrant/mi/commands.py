@@ -69,6 +69,10 @@ def record_view(registrant: Registrant) -> dict[str, object]:
     shtag = config.shtag
     if shtag is not None:
         view["shtag"], view["cluster_id"] = shtag
+    if registrant.service_route:
+        view["service_route"] = registrant.service_route
+    if registrant.associated_uris:
+        view["associated_uris"] = registrant.associated_uris
     view["last_code"] = registrant.last_code
     view["last_reason"] = registrant.last_reason
     view["failures"] = registrant.failures

@@ -20,6 +20,7 @@ from ..transport.dns import Targets
 from ..transport.errors import TransactionTimeout, TransportError
 from ..transport.interfaces import IRequestSender
 from ..transport.listen import Destination, SocketSpec, parse_socket
+from .keepalive import Keepalives
 from .machine import Context, Registrant
 from .policy import Timing
 from .record import RecordConfig, RecordKey
@@ -43,6 +44,7 @@ class Engine:
         max_register_rate: float = 0,
         user_agent: str = "",
         rng: random.Random | None = None,
+        keepalive_interval: float = 0,
     ) -> None:
         self.clock = clock
         self.sender = sender
@@ -68,6 +70,17 @@ class Engine:
             max_register_rate=max_register_rate,
         )
         self._sockets: dict[str, SocketSpec] = {}
+        # Optional sender capabilities (the transaction layer has both).
+        self.keepalives: Keepalives | None = None
+        send_keepalive = getattr(sender, "send_keepalive", None)
+        if send_keepalive is not None:
+            self.keepalives = Keepalives(
+                clock, send_keepalive, self._local_socket, interval=keepalive_interval, rng=self.ctx.random
+            )
+            self.observers.append(self.keepalives.on_transition)
+        flow_observers = getattr(sender, "flow_observers", None)
+        if flow_observers is not None:
+            flow_observers.append(self._flow_lost)
 
     # -- records ------------------------------------------------------------------
 
@@ -146,9 +159,19 @@ class Engine:
     def start(self) -> None:
         self.scheduler.start()
 
+    def _flow_lost(self, flow: Destination) -> None:
+        """A TCP/TLS connection closed: its registered records register again at once
+        over a new one (RFC 5626 §4.4)."""
+        for registrant in self.scheduler:
+            if registrant.destination == flow and registrant.state is State.REGISTERED_STATE:
+                registrant.force()
+                self.scheduler.visit_now(registrant)
+
     def shutdown(self, unregister: bool, timeout: float) -> Deferred:
         """Stop scheduling; with ``unregister``, remove every binding, waiting at most ``timeout``."""
         self.scheduler.stop()
+        if self.keepalives is not None:
+            self.keepalives.stop()
         registrants = list(self.scheduler)
         if not unregister:
             for registrant in registrants:

@@ -82,6 +82,9 @@ class Registrant:
         "destination",
         "targets",
         "granted_at",
+        "service_route",
+        "associated_uris",
+        "flow_timer",
     )
 
     def __init__(self, config: RecordConfig, ctx: Context) -> None:
@@ -111,6 +114,10 @@ class Registrant:
         self.destination: object | None = None
         self.targets: object | None = None
         self.granted_at = 0.0
+        # From the last 200 (RFC 3608, RFC 3455, RFC 5626 §4.4.1).
+        self.service_route: str | None = None
+        self.associated_uris: str | None = None
+        self.flow_timer: int | None = None
 
     # -- what the scheduler asks ------------------------------------------------
 
@@ -295,6 +302,9 @@ class Registrant:
             self._on_423(response)
         elif code == 408:
             self._fail(State.REGISTER_TIMEOUT_STATE, response.retry_after)
+        elif code == 403:
+            # Forbidden: a credentials problem for the retry policy (never hammer).
+            self._fail(State.REGISTRAR_ERROR_STATE, response.retry_after, credentials=True)
         else:
             self._fail(State.REGISTRAR_ERROR_STATE, response.retry_after)
 
@@ -331,6 +341,10 @@ class Registrant:
         granted = self._granted_expires(response, contacts)
         if granted:
             self.expires = granted
+        self.service_route = ", ".join(response.header_values("Service-Route")) or None
+        self.associated_uris = ", ".join(response.header_values("P-Associated-URI")) or None
+        flow_timer = response.header("Flow-Timer")
+        self.flow_timer = int(flow_timer) if flow_timer and flow_timer.strip().isdigit() else None
         now = self.ctx.clock.seconds()
         self.failures = 0
         self.auth_failures = 0
@@ -357,7 +371,7 @@ class Registrant:
         config = self.config
         if not config.username or not config.password:
             self.last_reason = "challenged, and the record has no credentials"
-            self._fail(State.WRONG_CREDENTIALS_STATE, None)
+            self._fail(State.WRONG_CREDENTIALS_STATE, None, credentials=True)
             return
         values = response.www_authenticate if response.status == 401 else response.proxy_authenticate
         challenge = digest.choose_challenge(values)
@@ -367,7 +381,7 @@ class Registrant:
             return
         if self._challenged:
             if not (challenge.stale and not self._stale_answered):
-                self._fail(State.WRONG_CREDENTIALS_STATE, response.retry_after)
+                self._fail(State.WRONG_CREDENTIALS_STATE, response.retry_after, credentials=True)
                 return
             self._stale_answered = True
         self._challenged = True
@@ -395,18 +409,23 @@ class Registrant:
 
     # -- outcomes ----------------------------------------------------------------
 
-    def _fail(self, state: State, retry_after: int | None) -> None:
+    def _fail(self, state: State, retry_after: int | None, credentials: bool = False) -> None:
         self.failures += 1
         timing = self.ctx.timing
         now = self.ctx.clock.seconds()
-        if state is State.WRONG_CREDENTIALS_STATE:
+        if credentials:
             self.auth_failures += 1
         if timing.max_auth_failures and self.auth_failures >= timing.max_auth_failures:
             # Stop until an operator acts: a registrar's brute-force lock must not be kept alive.
             self.registration_timeout = math.inf
         else:
             delay = retry_delay(
-                self.wanted_expires, self.failures, timing, self.ctx.random.random(), retry_after
+                self.wanted_expires,
+                self.failures,
+                timing,
+                self.ctx.random.random(),
+                retry_after,
+                credentials=credentials,
             )
             self.registration_timeout = now + delay
         self._new_dialog = True

@@ -16,6 +16,9 @@ class Timing:
     max_auth_failures: int = 3
 
 
+CREDENTIALS_FACTOR = 4
+
+
 def refresh_at(granted_at: float, expires: int, timing: Timing) -> float:
     """The time from which the next bucket visit refreshes the binding.
 
@@ -33,6 +36,8 @@ def retry_delay(
     timing: Timing,
     jitter: float,
     retry_after: int | None = None,
+    *,
+    credentials: bool = False,
 ) -> float:
     """Seconds to wait before the next attempt after ``failures`` failures in a row.
 
@@ -41,9 +46,11 @@ def retry_delay(
     of RFC 5626 §4.5; a cap of 0 keeps the base).  ``jitter`` in [0, 1)
     spreads the wait over its upper half so that records failing together
     do not retry together.  A Retry-After from the registrar always wins
-    when it is longer.
+    when it is longer.  Credential failures (a second challenge, 403) wait
+    four times longer: trying again soon only feeds a registrar's
+    anti-brute-force lock.
     """
-    base = timing.failure_retry_interval or expiry
+    base = (timing.failure_retry_interval or expiry) * (CREDENTIALS_FACTOR if credentials else 1)
     delay = base
     if timing.retry_backoff_cap > 0 and failures > 1:
         delay = min(base * 2 ** min(failures - 1, 30), max(base, timing.retry_backoff_cap))

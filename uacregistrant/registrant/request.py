@@ -39,6 +39,8 @@ def register_request(
     ]
     if remove_all:
         headers.append(("Expires", "0"))
+    # RFC 3327 Path; RFC 5626 outbound for a binding with reg-id and +sip.instance.
+    headers.append(("Supported", "outbound, path" if record.unique_binding else "path"))
     if user_agent:
         headers.append(("User-Agent", user_agent))
     if authorization is not None:

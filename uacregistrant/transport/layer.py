@@ -43,6 +43,7 @@ KNOWN_METHODS = frozenset(
     "INVITE ACK BYE CANCEL REGISTER OPTIONS PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER MESSAGE UPDATE".split()
 )
 ALLOWED_METHODS = "OPTIONS"
+KEEPALIVE = b"\r\n\r\n"
 
 
 @dataclass(slots=True)
@@ -100,6 +101,9 @@ class TransactionLayer:
         self._streams: list[StreamSocket] = []
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.stats = Counters()
+        # Called with the Destination of every outgoing TCP/TLS connection that
+        # closes: a registration over it has lost its flow (RFC 5626 §4.4).
+        self.flow_observers: list[Callable[[Destination], None]] = []
 
     # Sockets
 
@@ -282,6 +286,27 @@ class TransactionLayer:
                 self._transport_failed(
                     pending, f"connection to {pending.destination} lost: {describe_failure(reason)}"
                 )
+        if connection.outgoing and connection.key is not None:
+            host, port, server_name = connection.key
+            flow = Destination("tls" if connection.is_tls else "tcp", host, port, server_name)
+            for observer in self.flow_observers:
+                observer(flow)
+
+    def send_keepalive(self, destination: Destination, local: SocketSpec | None = None) -> defer.Deferred[None]:
+        """A CRLF keep-alive on the flow to ``destination`` (RFC 5626 §4.4.1, and
+        NAT bindings on UDP); fails with TransportError when it cannot go out."""
+        try:
+            spec = self._socket_for(destination, local)
+        except TransportError as error:
+            return defer.fail(error)
+        if spec.transport == "udp":
+            protocol = next(protocol for bound, protocol, _ in self._udp if bound == spec)
+            protocol.send(KEEPALIVE, destination.host, destination.port)
+            return defer.succeed(None)
+        stream = next(stream for stream in self._streams if stream.spec == spec)
+        return defer.maybeDeferred(stream.connection_for, destination).addCallback(
+            lambda connection: connection.send(KEEPALIVE)
+        )
 
     def _received(
         self, data: bytes, source: tuple[str, int], *, stream: bool, reply: Callable[[Request, Response], None]

@@ -37,6 +37,8 @@ class SIPStreamProtocol(Protocol):
     def __init__(self, owner: StreamSocket, key: ConnectionKey | None, tls: bool) -> None:
         self._owner = owner
         self.key = key
+        # Ours when we connected out (the key is known up front); else accepted.
+        self.outgoing = key is not None
         self._tls = tls
         self._framer = StreamFramer()
         self._usable = False
@@ -96,6 +98,10 @@ class SIPStreamProtocol(Protocol):
 
     def send(self, data: bytes) -> None:
         self.transport.write(data)
+
+    @property
+    def is_tls(self) -> bool:
+        return self._tls
 
     def close(self) -> None:
         self.transport.abortConnection()
