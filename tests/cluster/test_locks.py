@@ -1,0 +1,94 @@
+"""The lock backend on a real PostgreSQL server: locks, owners, requests, NOTIFY, live nodes."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+from uacregistrant.cluster.locks import PostgresLocks
+
+
+async def eventually(check, timeout: float = 5.0):
+    """Poll ``check()`` (a coroutine function) until truthy: the server frees a
+    closed session's locks a moment after the client closed it."""
+    deadline = reactor.seconds() + timeout
+    while not (result := await check()):
+        assert reactor.seconds() < deadline, "condition not met in time"
+        await deferLater(reactor, 0.05, lambda: None)
+    return result
+
+
+@pytest.fixture
+def nodes(pg_dsn):
+    notes: dict[str, list[str]] = {"a": [], "b": []}
+    made = {name: PostgresLocks(pg_dsn, name, reactor, notes[name].append) for name in notes}
+    yield made, notes
+    for backend in made.values():
+        backend.reset()
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_node_holds_a_tag_and_the_server_tells_who(nodes):
+    (made, _) = nodes
+    a, b = made["a"], made["b"]
+    await a.connect(5)
+    await b.connect(5)
+    assert await a.try_lock("vip/1") is True
+    assert await b.try_lock("vip/1") is False
+    assert await b.try_lock("other/2") is True
+    survey = await b.survey(["vip/1", "other/2", "free/3"])
+    assert survey.owners == {"vip/1": "a", "other/2": "b", "free/3": None}
+    assert survey.live_nodes == 2
+    assert survey.wanted == {}
+    await a.own("vip/1")
+    owners = await b.owners(["vip/1", "free/3"])
+    assert owners["vip/1"].node_id == "a" and owners["vip/1"].since is not None
+    assert owners["free/3"].node_id is None
+    await a.unlock("vip/1")
+    assert await b.try_lock("vip/1") is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_frees_the_locks_on_the_server(nodes):
+    (made, _) = nodes
+    a, b = made["a"], made["b"]
+    await a.connect(5)
+    await b.connect(5)
+    assert await a.try_lock("vip/1") is True
+    a.reset()
+    assert not a.connected
+    with pytest.raises(ConnectionError):
+        a.heartbeat()
+    await eventually(lambda: b.try_lock("vip/1"))
+    assert (await b.survey(["vip/1"])).live_nodes == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_is_seen_by_all_and_notified(nodes):
+    (made, notes) = nodes
+    a, b = made["a"], made["b"]
+    await a.connect(5)
+    await b.connect(5)
+    arrived: Deferred = Deferred()
+    a.on_notify = lambda payload: (notes["a"].append(payload), arrived.called or arrived.callback(None))
+    await b.request("vip/1", 10)
+    await arrived
+    assert notes["a"] == ["vip/1"]
+    assert (await a.survey(["vip/1"])).wanted == {"vip/1": "b"}
+    # Taking the tag settles the request.
+    await b.try_lock("vip/1")
+    await b.own("vip/1")
+    assert (await a.survey(["vip/1"])).wanted == {}
+    await b.disown("vip/1")
+    assert (await a.owners(["vip/1"]))["vip/1"].since is None  # locked, but no longer noted
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expired_request_counts_no_more(nodes):
+    (made, _) = nodes
+    await made["b"].connect(5)
+    await made["b"].request("vip/1", 0)
+    assert (await made["b"].survey(["vip/1"])).wanted == {}

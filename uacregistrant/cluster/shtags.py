@@ -1,0 +1,375 @@
+"""Sharing tags (SPEC §2.6): which node registers the records of a tag.
+
+A tag is active on the node whose cluster session holds the tag's PostgreSQL
+advisory lock.  Every ``takeover_s / 3`` seconds the manager proves its
+session alive (or gives every tag up locally at once, before the server can
+hand the locks to another node), hands over tags another node asked for,
+and tries the free tags it may take.  Taking a tag resumes its records from
+the runtime state the previous owner shared (same Call-ID, higher CSeq);
+giving one up gracefully writes that state first, then unlocks.
+
+Fair shares: a node that already holds ``ceil(tags / live nodes)`` tags does
+not take more, and gives up the extra ones when more nodes come up, so that
+the tags spread over the nodes.  Live nodes are the cluster sessions in
+``pg_stat_activity`` (no heartbeat table to keep).  A tag left free for a
+whole ``takeover_s`` is taken whatever the share, so none stays orphaned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+from prometheus_client import Gauge
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..registrant.engine import Engine
+from ..registrant.machine import Registrant
+from ..registrant.persist import resume, snapshot
+from ..registrant.states import State
+from ..store.interface import IRegistrantStore, RuntimeState
+from .locks import ILockBackend, Owner, PostgresLocks
+
+log = Logger()
+
+# A refresh in flight does not mean the binding is gone: its owner may have
+# died (or let go) between the request and the 200.
+_IN_REFRESH = (State.REGISTERING_STATE, State.AUTHENTICATING_STATE)
+
+
+def tag_of(registrant: Registrant) -> str | None:
+    """The record's sharing tag as ``name/cluster_id``; None if it has none.
+
+    A cluster id of 0 or less means no tag, as in OpenSIPS.
+    """
+    shtag = registrant.config.shtag
+    if shtag is None or shtag[1] <= 0:
+        return None
+    return f"{shtag[0]}/{shtag[1]}"
+
+
+def resumable(state: RuntimeState, now: float) -> RuntimeState:
+    """A saved state caught in a refresh counts as registered while its binding lasts."""
+    if state.state in _IN_REFRESH and state.expires_at > now:
+        return dataclasses.replace(state, state=int(State.REGISTERED_STATE))
+    return state
+
+
+class UnknownTag(KeyError):
+    """No loaded record has this sharing tag."""
+
+
+class ShtagManager:
+    def __init__(
+        self,
+        backend: ILockBackend,
+        node_id: str,
+        engine: Engine,
+        store: IRegistrantStore,
+        clock: IReactorTime,
+        takeover_s: float,
+        *,
+        flush_runtime: Callable[[], Deferred] = lambda: succeed(None),
+    ) -> None:
+        self.backend = backend
+        self.node_id = node_id
+        self.engine = engine
+        self.store = store
+        self.clock = clock
+        self.takeover_s = takeover_s
+        self.period = takeover_s / 3
+        # Writes what the runtime writer still holds for a tag being handed over.
+        self.flush_runtime = flush_runtime
+        self.held: set[str] = set()
+        # Tags taken because an operator asked for them here: never given up for fairness.
+        self.pinned: set[str] = set()
+        self._free_since: dict[str, float] = {}
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+        self._busy = False
+        self._again = False
+        self._stopping = False
+        self._connect_failures = 0
+        engine.scheduler.active = self.active
+
+    @classmethod
+    def for_service(cls, service) -> ShtagManager:
+        """The manager of a RegistrantService with clustering on (its db_url is PostgreSQL)."""
+        config = service.config
+        manager: ShtagManager
+
+        def notified(tag: str) -> None:
+            manager.poke()
+
+        backend = PostgresLocks(config.db_url, config.node_id, service.reactor, notified)
+        manager = cls(
+            backend,
+            config.node_id,
+            service.engine,
+            service.store,
+            service.reactor,
+            config.shtag_takeover_s,
+            flush_runtime=service.runtime.flush,
+        )
+        Gauge(
+            "uac_registrant_shtags_held",
+            "sharing tags active on this node",
+            registry=service.metrics.registry,
+        ).set_function(lambda: len(manager.held))
+        return manager
+
+    # -- what the scheduler asks ---------------------------------------------
+
+    def active(self, registrant: Registrant) -> bool:
+        tag = tag_of(registrant)
+        return tag is None or tag in self.held
+
+    def tags(self) -> dict[str, list[Registrant]]:
+        """The loaded records by sharing tag (recomputed each time: reg_reload may change them)."""
+        groups: dict[str, list[Registrant]] = {}
+        for registrant in self.engine:
+            tag = tag_of(registrant)
+            if tag is not None:
+                groups.setdefault(tag, []).append(registrant)
+        return groups
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping = False
+        self._loop.start(self.period, now=True)
+
+    @inlineCallbacks
+    def stop(self) -> Deferred:
+        """Hand every held tag over (state written, then unlocked) and close the session."""
+        self._stopping = True
+        if self._loop.running:
+            self._loop.stop()
+        groups = self.tags()
+        for tag in sorted(self.held):
+            yield self._hand_over(tag, groups.get(tag, []), "shutting down")
+        self.backend.reset()
+
+    def poke(self) -> None:
+        """Look again now (a NOTIFY came: a tag was asked for or released)."""
+        if self._stopping or not self._loop.running:
+            return
+        if self._busy:
+            self._again = True
+        else:
+            self._tick()
+
+    # -- the loop ------------------------------------------------------------
+
+    @inlineCallbacks
+    def _tick(self) -> Deferred:
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        try:
+            while True:
+                self._again = False
+                yield self._look()
+                if not self._again or self._stopping:
+                    break
+        except Exception:
+            log.failure("sharing tag check failed")
+        finally:
+            self._busy = False
+
+    @inlineCallbacks
+    def _look(self) -> Deferred:
+        groups = self.tags()
+        self._quiet_standby(groups)
+        if not (yield self._session_alive()):
+            return
+        survey = yield self.backend.survey(sorted(groups))
+        for tag in sorted(self.held):
+            wanted_by = survey.wanted.get(tag)
+            if wanted_by is not None and wanted_by != self.node_id:
+                yield self._hand_over(tag, groups.get(tag, []), f"node {wanted_by} asked for it")
+        share = math.ceil(len(groups) / max(1, survey.live_nodes))
+        yield self._give_up_extra(groups, share)
+        now = self.clock.seconds()
+        for tag in sorted(groups):
+            if tag in self.held or self._stopping:
+                continue
+            owner = survey.owners.get(tag)
+            if owner is not None:
+                self._free_since.pop(tag, None)
+                continue
+            free_since = self._free_since.setdefault(tag, now)
+            wanted_by = survey.wanted.get(tag)
+            if wanted_by is not None and wanted_by != self.node_id:
+                continue  # promised to another node
+            orphaned = now - free_since >= self.takeover_s
+            if wanted_by is None and len(self.held) >= share and not orphaned:
+                continue  # our share is full; a node with less takes it
+            if (yield self.backend.try_lock(tag)):
+                yield self._take(tag, groups[tag], pinned=wanted_by == self.node_id)
+
+    def _quiet_standby(self, groups: dict[str, list[Registrant]]) -> None:
+        # Records of tags held elsewhere (or resumed at load) show and do nothing.
+        for tag, registrants in groups.items():
+            if tag not in self.held:
+                for registrant in registrants:
+                    if registrant.state is not State.NOT_REGISTERED_STATE or registrant.bound:
+                        registrant.passivate()
+
+    @inlineCallbacks
+    def _session_alive(self) -> Deferred:
+        backend = self.backend
+        if backend.connected:
+            try:
+                yield backend.heartbeat().addTimeout(self.period * 0.8, self.clock)
+                return True
+            except Exception as e:
+                self._lose_all(f"cluster session failed: {e}")
+                backend.reset()
+                return False
+        if self.held:
+            self._lose_all("cluster session lost")
+        try:
+            yield backend.connect(self.takeover_s)
+        except Exception as e:
+            self._connect_failures += 1
+            if self._connect_failures == 1:
+                log.error("cannot open the cluster session ({why}); holding no sharing tag", why=str(e))
+            return False
+        if self._connect_failures:
+            log.info("cluster session open again")
+        self._connect_failures = 0
+        return True
+
+    # -- taking and giving up -------------------------------------------------
+
+    @inlineCallbacks
+    def _take(self, tag: str, registrants: list[Registrant], pinned: bool) -> Deferred:
+        """The lock is ours: resume the records from the shared state, then let them run."""
+        self._free_since.pop(tag, None)
+        try:
+            yield self.backend.own(tag)
+            saved = yield self.store.load_runtime()
+        except Exception as e:
+            # Without the shared state the records would start new dialogs: try again later.
+            log.warn("took sharing tag {tag} but cannot read its state ({why}); letting it go",
+                     tag=tag, why=str(e))
+            yield self._unlock(tag)
+            return
+        now = self.clock.seconds()
+        keys = {registrant.config.key for registrant in registrants}
+        # Not active yet: no visit may send with this node's stale dialog meanwhile.
+        resumed = resume(
+            self.engine,
+            {key: resumable(state, now) for key, state in saved.items() if key in keys},
+            now,
+            select=lambda registrant: registrant.config.key in keys,
+        )
+        self.held.add(tag)
+        if pinned:
+            self.pinned.add(tag)
+        log.info("sharing tag {tag} active on node {node}: {count} records, {resumed} bindings resumed",
+                 tag=tag, node=self.node_id, count=len(registrants), resumed=resumed)
+        for registrant in registrants:
+            if registrant.due(now):
+                self.engine.scheduler.visit_now(registrant)
+
+    @inlineCallbacks
+    def _hand_over(self, tag: str, registrants: list[Registrant], why: str) -> Deferred:
+        """Stop the tag's records, write their final state, then unlock."""
+        self.held.discard(tag)
+        self.pinned.discard(tag)
+        now = self.clock.seconds()
+        # Taken before passivating (which forgets the binding); the runtime
+        # writer ignores records of tags not held, so nothing overwrites these.
+        final = [
+            self._final_state(registrant, now) for registrant in registrants if registrant.bound
+        ]
+        for registrant in registrants:
+            registrant.passivate()
+        log.info("sharing tag {tag} given up ({why})", tag=tag, why=why)
+        try:
+            # Twice: a write already running returns at once and may leave more behind.
+            yield self.flush_runtime()
+            yield self.flush_runtime()
+            yield self.store.save_runtime(final)
+            yield self.backend.disown(tag)
+        except Exception as e:
+            log.warn("could not write the state of sharing tag {tag} ({why})", tag=tag, why=str(e))
+        yield self._unlock(tag)
+        if self.backend.connected:
+            yield self.backend.notify(tag).addErrback(lambda _: None)
+
+    @staticmethod
+    def _final_state(registrant: Registrant, now: float) -> RuntimeState:
+        state = snapshot(registrant, now)
+        if registrant.bound and registrant.state in _IN_REFRESH:
+            return dataclasses.replace(state, state=int(State.REGISTERED_STATE))
+        return state
+
+    @inlineCallbacks
+    def _unlock(self, tag: str) -> Deferred:
+        try:
+            yield self.backend.unlock(tag)
+        except Exception:
+            # Closing the session frees the lock on the server for sure.
+            self._lose_all("cannot unlock " + tag)
+            self.backend.reset()
+
+    @inlineCallbacks
+    def _give_up_extra(self, groups: dict[str, list[Registrant]], share: int) -> Deferred:
+        movable = sorted(self.held - self.pinned)
+        while len(self.held) > share and movable:
+            tag = movable.pop()
+            yield self._hand_over(tag, groups.get(tag, []), f"fair share is {share}")
+
+    def _lose_all(self, why: str) -> None:
+        """Stop every tagged record now; the server will give the locks to others."""
+        if not self.held:
+            return
+        lost, self.held = self.held, set()
+        self.pinned.clear()
+        groups = self.tags()
+        for tag in sorted(lost):
+            for registrant in groups.get(tag, []):
+                registrant.passivate()
+            log.warn("sharing tag {tag} given up ({why})", tag=tag, why=why)
+
+    # -- MI ------------------------------------------------------------------
+
+    @inlineCallbacks
+    def set_active(self, tag: str) -> Deferred:
+        """Ask for ``tag`` here: its owner hands it over and this node takes it."""
+        if tag not in self.tags():
+            raise UnknownTag(tag)
+        if tag in self.held:
+            self.pinned.add(tag)
+            return None
+        yield self.backend.request(tag, 2 * self.takeover_s)
+        log.info("asked for sharing tag {tag}", tag=tag)
+        self.poke()
+        return None
+
+    @inlineCallbacks
+    def listing(self) -> Deferred:
+        """[(tag, owner, active here)] for shtag_list; local knowledge if the database is away."""
+        tags = sorted(self.tags())
+        owners: dict[str, Owner] = {}
+        if self.backend.connected:
+            try:
+                owners = yield self.backend.owners(tags)
+            except Exception as e:
+                log.warn("cannot read the sharing tag owners ({why})", why=str(e))
+        rows = []
+        for tag in tags:
+            owner = owners.get(tag)
+            if owner is None and tag in self.held:
+                owner = Owner(self.node_id, None)
+            rows.append((tag, owner or Owner(None, None), tag in self.held))
+        return rows
+
