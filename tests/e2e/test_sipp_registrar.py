@@ -62,6 +62,8 @@ def parse_message_log(text: str) -> list[WireMessage]:
     """SIPp's ``-trace_msg`` log: blocks opened by a dashed line with a local timestamp."""
     messages = []
     for block in text.split(_SEPARATOR)[1:]:
+        if not block.endswith("\n\n"):
+            continue  # SIPp is still writing it
         lines = block.split("\n")
         at = datetime.strptime(lines[0].strip(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
         received = "message received" in lines[1]
