@@ -37,9 +37,51 @@ def test_a_table_of_another_version_stops_start_up(tmp_path):
         )
     result = twistd(
         "--db-url", f"sqlite:///{tmp_path / 'old.sqlite'}",
-        "--listen", "udp:127.0.0.1:0" if False else "udp:127.0.0.1:5999",
+        "--listen", "udp:127.0.0.1:5999",
         "--mi-listen", "tcp:0:interface=127.0.0.1",
         cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "cannot load the registrant table" in result.stdout
+
+
+def test_registrant_tac_and_config_file_start_the_same_service(tmp_path, kamailio):
+    """``twistd -ny registrant.tac`` reads registrant.toml; ``--config`` reads the same file."""
+    import os
+    import signal
+
+    from tests.peers import free_port
+
+    from .service import make_table, wait_until
+
+    registrar = kamailio(users={"alice": "alice-pw"}, min_expires=10)
+    sip_port, mi_port = free_port("udp"), free_port("tcp")
+    make_table(
+        tmp_path / "r.sqlite",
+        [dict(registrar=registrar.uri, aor="sip:alice@example.test", username="alice",
+              password="alice-pw", binding_URI=f"sip:alice@127.0.0.1:{sip_port}", expiry=30)],
+    )
+    (tmp_path / "registrant.toml").write_text(
+        f'db_url = "sqlite:///{tmp_path / "r.sqlite"}"\n'
+        f'listen = ["udp:127.0.0.1:{sip_port}"]\n'
+        f'mi_listen = "tcp:{mi_port}:interface=127.0.0.1"\n'
+        "timer_interval = 2\n"
+    )
+    for command in (
+        ["-ny", str(ROOT / "registrant.tac")],
+        ["-n", "uac-registrant", "--config", "registrant.toml"],
+    ):
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--pidfile=", *command],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(
+                lambda: len(registrar.bindings("sip:alice@example.test")) == 1, 20, "alice bound"
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)
+        # Unregistered on shutdown, so the second start begins from scratch.
+        assert registrar.bindings("sip:alice@example.test") == []
