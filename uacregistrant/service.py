@@ -19,7 +19,9 @@ from twisted.logger import Logger
 
 from prometheus_client import Gauge
 
+from .cluster.shtags import ShtagManager
 from .config import Config, parse_db_url
+from .mi.cluster_commands import ClusterCommands
 from .mi.commands import RegistrantCommands
 from .mi.events import EventPoster
 from .mi.jsonrpc import MIResource
@@ -126,6 +128,11 @@ class RegistrantService(MultiService):
         self._on_fatal = on_fatal or (lambda why: None)
         self._mi_port = None
         self.mi_address = None
+        # -- clustering (SPEC §2.6): sharing tags decide which records this node registers --
+        self.cluster: ShtagManager | None = None
+        if config.enable_clustering:
+            self.cluster = ShtagManager.for_service(self)
+        # -- end clustering --
 
     # -- embedding ---------------------------------------------------------------
 
@@ -154,10 +161,19 @@ class RegistrantService(MultiService):
         if self._serve_mi:
             self._start_mi()
         self.loaded = self._load()
+        # -- clustering --
+        if self.cluster is not None:
+            self.cluster.start()
+        # -- end clustering --
 
     def _start_mi(self) -> None:
         commands = RegistrantCommands(self.engine, self.store, self.validate)
-        mi = MIResource(commands.table(), token=self.config.mi_token, on_call=self.metrics.mi_call)
+        table = commands.table()
+        # -- clustering --
+        if self.cluster is not None:
+            ClusterCommands(self.cluster).add_to(table)
+        # -- end clustering --
+        mi = MIResource(table, token=self.config.mi_token, on_call=self.metrics.mi_call)
         site = make_site(build_root(mi, MetricsResource(self.metrics)))
         endpoint = serverFromString(self.reactor, self.config.mi_listen)
 
@@ -224,6 +240,11 @@ class RegistrantService(MultiService):
     def stopService(self) -> Deferred:
         if self._db_wait is not None:
             self._db_wait.cancel()
+        # -- clustering: hand the tags over first; their records are then not bound
+        # here, so the shutdown does not unREGISTER what another node takes over --
+        if self.cluster is not None:
+            yield self.cluster.stop()
+        # -- end clustering --
         yield self.engine.shutdown(self.config.unregister_on_shutdown, self.config.shutdown_timeout)
         yield self.runtime.stop()
         if self.events is not None:
