@@ -251,7 +251,7 @@ class PostgresStore:
         self._connection, self._detector = connection, detector
         d = self._connect(connection, reactor)
         d.addErrback(self._connect_failed)
-        d.addCallback(lambda _: connection.runInteraction(_coroutine(self._create_schema)))
+        d.addCallback(lambda _: _in_transaction(connection, self._create_schema))
         d.addCallbacks(self._opened, self._open_failed, callbackArgs=(connection,),
                        errbackArgs=(connection,))
         return d
@@ -334,7 +334,7 @@ class PostgresStore:
     ) -> Deferred[T]:
         if not self._ready or self._connection is None:
             return fail(StoreUnavailable("the store is not open"))
-        d = self._connection.runInteraction(_coroutine(interaction), *args)
+        d = _in_transaction(self._connection, interaction, *args)
         d.addErrback(self._translate)
         return d
 
@@ -518,11 +518,42 @@ class PostgresStore:
         )
 
 
-def _coroutine(
+def _in_transaction(
+    connection: txpostgres.Connection,
     interaction: Callable[..., Coroutine[Any, Any, T]],
-) -> Callable[..., Deferred[T]]:
-    """An ``async def`` interaction as txpostgres wants it: returning a Deferred."""
-    return lambda cursor, *args: ensureDeferred(interaction(cursor, *args))
+    *args: Any,
+) -> Deferred[T]:
+    """``interaction(cursor, *args)`` between BEGIN and COMMIT, queued on the connection.
+
+    Like txpostgres' runInteraction (its lock, its detector), except that a
+    ROLLBACK failing on a connection that died takes the first error's place
+    quietly instead of being logged as a second, unhandled one.
+    """
+    return connection.lock.run(
+        connection.detector.callChecking,
+        lambda: ensureDeferred(_transaction(connection, interaction, *args)),
+    )
+
+
+async def _transaction(
+    connection: txpostgres.Connection,
+    interaction: Callable[..., Coroutine[Any, Any, T]],
+    *args: Any,
+) -> T:
+    cursor = connection.cursor()
+    await cursor.execute("BEGIN")
+    try:
+        result = await interaction(cursor, *args)
+    except BaseException:
+        try:
+            await cursor.execute("ROLLBACK")
+        except psycopg2.Error:
+            # The connection died with the transaction, which the server then
+            # rolled back; the first error goes on and makes the detector reconnect.
+            pass
+        raise
+    await cursor.execute("COMMIT")
+    return result
 
 
 async def _relation_exists(cursor: Any, name: str) -> bool:
