@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import capturedLogs, formatEvent
 
 from tests.transport.certs import CertificateAuthority
 from uacregistrant.sip.framing import StreamFramer
@@ -188,7 +189,23 @@ def test_tls_without_verification_accepts_any_certificate(layers, pki, tls_regis
     assert seen["sni"] == [b"sip.example.test"]
 
 
-def test_a_tls_listener_needs_a_certificate(layers):
-    client = layers()
-    with pytest.raises(ValueError, match="tls_cert_file"):
-        client.listen(parse_socket("tls:127.0.0.1:0"))
+@pytest_twisted.inlineCallbacks
+def test_a_tls_socket_without_a_certificate_connects_out_but_accepts_nothing(layers, pki, tls_registrar):
+    authority, _, _ = pki
+    port, seen = tls_registrar
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        own_port = unused.getsockname()[1]
+    client = layers(tls=TLSSettings(ca_file=str(authority.files.cert_file)))
+    with capturedLogs() as events:
+        bound = client.listen(parse_socket(f"tls:127.0.0.1:{own_port}"))
+    assert bound == parse_socket(f"tls:127.0.0.1:{own_port}")
+    assert [formatEvent(event) for event in events] == [
+        f"tls:127.0.0.1:{own_port} has no tls_cert_file: it connects out but accepts no connections"
+    ]
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", own_port))
+    response = yield client.send_request(options(), Destination("tls", "127.0.0.1", port, server_name="sip.example.test"))
+    assert response.status == 200
+    assert seen["sni"] == [b"sip.example.test"]
+    assert [(via.transport, via.host, via.port) for via in seen["vias"]] == [("TLS", "127.0.0.1", own_port)]

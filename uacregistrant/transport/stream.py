@@ -127,7 +127,16 @@ class StreamSocket:
         return self.spec.transport == "tls"
 
     def listen(self) -> SocketSpec:
-        """Start listening; returns the spec with the port actually bound."""
+        """Start listening; returns the spec with the port actually bound.
+
+        A tls: socket without tls_cert_file is a client only: it connects out
+        but accepts nothing, since it has no certificate to present.
+        """
+        if self.is_tls and not self._tls.has_certificate:
+            self.log.info(
+                "{socket} has no tls_cert_file: it connects out but accepts no connections", socket=str(self.spec)
+            )
+            return self.spec
         factory = Factory.forProtocol(lambda: SIPStreamProtocol(self, None, self.is_tls))
         if self.is_tls:
             self._port = self._reactor.listenSSL(

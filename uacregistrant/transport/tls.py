@@ -20,6 +20,11 @@ class TLSSettings:
     key_file: str | None = None
     verify: bool = True
 
+    @property
+    def has_certificate(self) -> bool:
+        """Whether there is a certificate of ours to present, as a listening socket must."""
+        return self.cert_file is not None
+
     def _own_certificate(self) -> ssl.PrivateCertificate | None:
         if self.cert_file is None:
             return None
