@@ -97,12 +97,17 @@ def open_page(driver, lab: Lab, rows_expected: int = 50) -> None:
 
 
 def entered(lab: Lab, aor: str, state: State) -> defer.Deferred:
-    """Fires when the record of ``aor`` enters ``state``."""
+    """Fires, a reactor turn later, when the record of ``aor`` enters ``state``.
+
+    Not from inside the observer: the machine sends its request after telling it.
+    """
     d: defer.Deferred = defer.Deferred()
+    fired: list = []
 
     def watch(registrant, old, new):
-        if registrant.config.aor == aor and new is state and not d.called:
-            d.callback(registrant)
+        if registrant.config.aor == aor and new is state and not fired:
+            fired.append(registrant)
+            reactor.callLater(0, d.callback, registrant)
 
     lab.engine.observers.append(watch)
     return d.addTimeout(WAIT, reactor)
