@@ -396,6 +396,22 @@ async def test_error_text_has_no_row_values(backend: PostgresBackend) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_close_during_open(pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn, Columns())
+    opening = store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await timed(opening)
+    with pytest.raises(StoreUnavailable):
+        await store.load_rows()
+    await timed(store.open())
+    try:
+        assert await store.load_rows() == []
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_reopen_after_close(pg_dsn: str) -> None:
     store = await open_store(pg_dsn)
     await store.upsert(record(1))

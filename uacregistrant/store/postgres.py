@@ -83,7 +83,6 @@ _UNAVAILABLE = (
     reconnection.ConnectionDead,
     psycopg2.OperationalError,
     psycopg2.InterfaceError,
-    txpostgres.RollbackFailed,
     error.ConnectionDone,
     error.ConnectionLost,
 )
@@ -252,8 +251,7 @@ class PostgresStore:
         d = self._connect(connection, reactor)
         d.addErrback(self._connect_failed)
         d.addCallback(lambda _: _in_transaction(connection, self._create_schema))
-        d.addCallbacks(self._opened, self._open_failed, callbackArgs=(connection,),
-                       errbackArgs=(connection,))
+        d.addCallbacks(self._opened, self._open_failed, errbackArgs=(connection,))
         return d
 
     def _connect(self, connection: txpostgres.Connection, reactor: Any) -> Deferred[Any]:
@@ -285,12 +283,11 @@ class PostgresStore:
             f"cannot connect to PostgreSQL at {self._shown}: {self._describe(failure)}"
         )
 
-    def _opened(self, _: object, connection: txpostgres.Connection) -> None:
-        if connection is not self._connection:
-            raise StoreUnavailable("the store was closed while opening")
+    def _opened(self, _: object) -> None:
         self._ready = True
 
     def _open_failed(self, failure: Failure, connection: txpostgres.Connection) -> Failure:
+        # A close() during open() has cleaned up already, and maybe a new open() began.
         if connection is self._connection:
             self._disconnect()
         return self._translate(failure)
