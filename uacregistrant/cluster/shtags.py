@@ -244,7 +244,9 @@ class ShtagManager:
         if self._connect_failures:
             log.info("cluster session open again")
         self._connect_failures = 0
-        return True
+        # Take nothing in this round: the nodes whose sessions stayed up go first,
+        # so a tag does not bounce back to the node with the flaky connection.
+        return False
 
     # -- taking and giving up -------------------------------------------------
 
@@ -252,6 +254,9 @@ class ShtagManager:
     def _take(self, tag: str, registrants: list[Registrant], pinned: bool) -> Deferred:
         """The lock is ours: resume the records from the shared state, then let them run."""
         self._free_since.pop(tag, None)
+        if self._stopping:
+            yield self._unlock(tag)
+            return
         try:
             yield self.backend.own(tag)
             saved = yield self.store.load_runtime()
@@ -259,6 +264,9 @@ class ShtagManager:
             # Without the shared state the records would start new dialogs: try again later.
             log.warn("took sharing tag {tag} but cannot read its state ({why}); letting it go",
                      tag=tag, why=str(e))
+            yield self._unlock(tag)
+            return
+        if self._stopping or not self.backend.connected:
             yield self._unlock(tag)
             return
         now = self.clock.seconds()

@@ -1,0 +1,240 @@
+"""The sharing tag manager over an in-memory lock server, on a Clock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from tests.registrant.fakes import make_engine, record, reply
+from uacregistrant.cluster.shtags import ShtagManager, UnknownTag
+from uacregistrant.registrant.persist import CSEQ_MARGIN, RuntimeWriter
+from uacregistrant.registrant.states import State
+from uacregistrant.store.memory import MemoryStore
+
+from .fakes import FakeLocks, LockServer
+
+TAKEOVER = 3.0  # the manager looks every second
+VIP = record(cluster_shtag="vip/1")
+
+
+def tagged(user: str, tag: str):
+    return record(aor=f"sip:{user}@example.test", binding_uri=f"sip:{user}@127.0.0.1:5070", cluster_shtag=tag)
+
+
+class Node:
+    def __init__(self, name: str, cluster: "Cluster", records) -> None:
+        self.name = name
+        self.engine, self.sender, _ = make_engine(cluster.clock)
+        self.writer = RuntimeWriter(self.engine, cluster.store, cluster.clock)
+        self.locks = FakeLocks(cluster.server, name)
+        self.manager = ShtagManager(
+            self.locks, name, self.engine, cluster.store, cluster.clock, TAKEOVER,
+            flush_runtime=self.writer.flush,
+        )
+        self.locks.on_notify = lambda payload: self.manager.poke()
+        self.engine.apply(records)
+
+    def start(self) -> "Node":
+        self.engine.start()
+        self.manager.start()
+        return self
+
+    def answer(self) -> list:
+        """200 to everything sent; returns what was sent."""
+        sent, self.sender.sent = self.sender.sent, []
+        for request in sent:
+            expires = "0" if "expires=0" in request.header("Contact") else "600"
+            reply(request, 200, "OK", f"Contact: {request.header('Contact').split(';')[0]};expires={expires}")
+        return sent
+
+    def get(self, config=VIP):
+        return self.engine.get(config.key)
+
+    def held(self) -> set[str]:
+        return self.manager.held
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryStore()
+        self.server = LockServer(self.clock)
+        self.nodes: list[Node] = []
+
+    def node(self, name: str, records=(VIP,)) -> Node:
+        node = Node(name, self, records)
+        self.nodes.append(node)
+        return node
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.manager.stop()
+            node.engine.shutdown(False, 0)
+            node.writer.stop()
+
+
+@pytest.fixture
+def cluster():
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()
+    assert cluster.clock.getDelayedCalls() == []
+
+
+def registered_on_a(cluster):
+    a = cluster.node("a").start()
+    b = cluster.node("b").start()
+    cluster.clock.pump([1] * 10)
+    [sent] = a.answer()
+    cluster.clock.advance(1)  # the runtime writer's batch
+    assert a.get().state is State.REGISTERED_STATE
+    return a, b, sent
+
+
+def test_only_the_node_holding_the_tag_registers(cluster):
+    a, b, sent = registered_on_a(cluster)
+    assert a.held() == {"vip/1"} and b.held() == set()
+    cluster.clock.pump([1] * 30)
+    assert b.sender.sent == []
+    assert b.get().state is State.NOT_REGISTERED_STATE
+    assert not b.manager.active(b.get())
+    assert cluster.store.runtime[VIP.key].call_id == sent.header("Call-ID")
+
+
+def test_records_without_a_tag_are_registered_everywhere(cluster):
+    plain = record(aor="sip:bob@example.test")
+    a = cluster.node("a", (VIP, plain)).start()
+    b = cluster.node("b", (VIP, plain)).start()
+    cluster.clock.pump([1] * 10)
+    assert sorted(s.header("To") for s in a.answer()) == sorted(["<sip:alice@example.test>", "<sip:bob@example.test>"])
+    assert [s.header("To") for s in b.answer()] == ["<sip:bob@example.test>"]
+
+
+def test_a_lost_session_gives_the_tag_up_and_the_other_node_resumes_the_same_binding(cluster):
+    a, b, sent = registered_on_a(cluster)
+    cluster.server.drop("a")  # e.g. the backend was terminated
+    cluster.clock.advance(1)
+    assert a.held() == set() and a.get().state is State.NOT_REGISTERED_STATE
+    assert b.held() == {"vip/1"}
+    resumed = b.get()
+    assert resumed.state is State.REGISTERED_STATE
+    assert (resumed.call_id, resumed.from_tag) == (sent.header("Call-ID"), a.get().from_tag)
+    assert resumed.cseq == sent.cseq + CSEQ_MARGIN
+    # B refreshes before the binding runs out, in the same dialog; A stays quiet.
+    cluster.clock.pump([1] * 600)
+    [refresh] = b.sender.sent
+    assert refresh.header("Call-ID") == sent.header("Call-ID")
+    assert refresh.cseq == sent.cseq + CSEQ_MARGIN + 1
+    assert a.sender.sent == []
+
+
+def test_a_heartbeat_without_answer_gives_the_tag_up_locally_within_a_period(cluster):
+    a, b, _ = registered_on_a(cluster)
+    a.locks.hung = True
+    cluster.clock.advance(1)  # the heartbeat leaves
+    assert a.held() == {"vip/1"}
+    cluster.clock.advance(0.8)  # ... and times out: everything stops here first
+    assert a.held() == set()
+    assert a.get().state is State.NOT_REGISTERED_STATE
+    assert not a.locks.connected  # the session is dropped, so the server frees the lock
+
+
+def test_a_node_without_its_database_holds_nothing_and_retakes_when_it_is_back(cluster):
+    cluster.server.up = False
+    a = cluster.node("a", (VIP, record(aor="sip:bob@example.test"))).start()
+    cluster.clock.pump([1] * 10)
+    assert [s.header("To") for s in a.answer()] == ["<sip:bob@example.test>"]
+    assert a.held() == set()
+    cluster.server.up = True
+    cluster.clock.advance(1)  # connects; takes nothing in that round
+    assert a.held() == set()
+    cluster.clock.advance(1)
+    assert a.held() == {"vip/1"}
+    cluster.clock.pump([1] * 10)
+    assert [s.header("To") for s in a.answer()] == ["<sip:alice@example.test>"]
+
+
+def test_set_active_moves_the_tag_with_its_dialog_even_in_mid_refresh(cluster):
+    a, b, sent = registered_on_a(cluster)
+    cluster.clock.pump([1] * 590)  # the refresh leaves from A ...
+    [refresh] = a.sender.sent
+    b.manager.set_active("vip/1")  # ... and the tag moves before its 200
+    assert a.held() == set() and b.held() == {"vip/1"}
+    assert "vip/1" in b.manager.pinned
+    [again] = b.sender.sent  # the binding is due: B refreshes at once
+    assert again.header("Call-ID") == sent.header("Call-ID")
+    assert again.cseq == refresh.cseq + CSEQ_MARGIN + 1
+    # A's late 200 changes nothing: its transaction was dropped.
+    reply(refresh, 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
+    assert a.get().state is State.NOT_REGISTERED_STATE
+    b.answer()
+    assert b.get().state is State.REGISTERED_STATE
+
+
+def test_set_active_of_an_unknown_tag_fails(cluster):
+    a = cluster.node("a").start()
+    failures = []
+    a.manager.set_active("nope/1").addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(UnknownTag)
+    assert a.locks.server.wanted == {}
+
+
+def test_three_nodes_share_three_tags(cluster):
+    records = [tagged("t1", "one/1"), tagged("t2", "two/1"), tagged("t3", "three/1")]
+    a = cluster.node("a", records).start()
+    cluster.clock.advance(1)
+    assert len(a.held()) == 3  # alone: everything
+    b = cluster.node("b", records).start()
+    c = cluster.node("c", records).start()
+    cluster.clock.pump([1] * 3)
+    assert sorted(len(n.held()) for n in (a, b, c)) == [1, 1, 1]
+    assert a.held() | b.held() | c.held() == {"one/1", "two/1", "three/1"}
+
+
+def test_a_tag_nobody_takes_is_taken_beyond_the_fair_share(cluster):
+    records = [tagged("t1", "one/1"), tagged("t2", "two/1")]
+    cluster.node("idle", ()).start()  # a live session that knows no tag
+    a = cluster.node("a", records).start()
+    cluster.clock.advance(1)
+    assert len(a.held()) == 1
+    cluster.clock.advance(TAKEOVER + 1)
+    assert a.held() == {"one/1", "two/1"}
+
+
+def test_stop_hands_the_tag_over_and_shutdown_does_not_unregister_it(cluster):
+    plain = record(aor="sip:bob@example.test")
+    a = cluster.node("a", (VIP, plain)).start()
+    cluster.clock.pump([1] * 10)
+    sent = {s.header("To"): s for s in a.answer()}
+    cluster.clock.advance(1)
+    b = cluster.node("b", (VIP, plain)).start()
+    b.answer()
+    a.manager.stop()
+    a.engine.shutdown(True, 5)
+    assert [s.header("To") for s in a.sender.sent] == ["<sip:bob@example.test>"]  # the untagged one only
+    cluster.clock.advance(1)
+    assert b.held() == {"vip/1"}
+    assert b.get().call_id == sent["<sip:alice@example.test>"].header("Call-ID")
+    a.answer()
+
+
+def test_a_standby_does_not_keep_records_resumed_at_load(cluster):
+    a, b, sent = registered_on_a(cluster)
+    c = cluster.node("c")
+    from uacregistrant.registrant.persist import resume
+
+    assert resume(c.engine, cluster.store.runtime, cluster.clock.seconds()) == 1
+    assert c.get().state is State.REGISTERED_STATE
+    c.start()
+    assert c.get().state is State.NOT_REGISTERED_STATE and not c.get().bound
+    cluster.clock.pump([1] * 600)
+    assert c.sender.sent == []
+
+
+def test_listing_shows_owner_and_where_active(cluster):
+    a, b, _ = registered_on_a(cluster)
+    [(tag, owner, here)] = b.manager.listing().result
+    assert (tag, owner.node_id, here) == ("vip/1", "a", False)
+    [(tag, owner, here)] = a.manager.listing().result
+    assert (owner.node_id, here) == ("a", True)
