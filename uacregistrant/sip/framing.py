@@ -65,6 +65,9 @@ class StreamFramer:
         value = values.pop()
         if not value.isdigit():
             raise ParseError("malformed Content-Length")
+        if len(value) > 10:
+            # Also keeps int() below its limit on the number of digits.
+            raise ParseError("body too large")
         length = int(value)
         if length > self.max_body_size:
             raise ParseError("body too large")

@@ -86,6 +86,12 @@ def canonical_name(name: str) -> str:
     return canonical
 
 
+# One comma-list item: quoted strings and <URI>s may hold commas (RFC 3261 §7.3.1).
+# Possessive quantifiers keep a failed match linear in the length of the value.
+_QUOTED = r'"(?:[^"\\]++|\\.)*+"'
+_LIST_ITEM = re.compile(rf'(?:[^,"<]++|{_QUOTED}|<(?:[^>"]++|{_QUOTED})*+>)*+', re.S)
+
+
 def split_values(value: str) -> list[str]:
     """Split a header value on the commas outside quotes and angle brackets."""
     if "," not in value:
@@ -93,30 +99,17 @@ def split_values(value: str) -> list[str]:
     if '"' not in value and "<" not in value:
         return [item.strip() for item in value.split(",")]
     items = []
-    start = 0
-    in_quotes = in_angle = escaped = False
-    for index, char in enumerate(value):
-        if in_quotes:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_quotes = False
-        elif char == '"':
-            in_quotes = True
-        elif in_angle:
-            if char == ">":
-                in_angle = False
-        elif char == "<":
-            in_angle = True
-        elif char == ",":
-            items.append(value[start:index].strip())
-            start = index + 1
-    if in_quotes or in_angle:
-        raise ParseError("unbalanced quotes or angle brackets")
-    items.append(value[start:].strip())
-    return items
+    match = _LIST_ITEM.match
+    end = len(value)
+    pos = 0
+    while True:
+        stop = match(value, pos).end()  # type: ignore[union-attr]  # the pattern matches "" too
+        items.append(value[pos:stop].strip())
+        if stop == end:
+            return items
+        if value[stop] != ",":
+            raise ParseError("unbalanced quotes or angle brackets")
+        pos = stop + 1
 
 
 # generic-param after a leading ";" with LWS allowed around ";" and "=" (§25.1).

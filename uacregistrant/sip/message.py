@@ -47,7 +47,6 @@ _CSEQ = re.compile(r"[ \t]*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*")
 _RETRY_AFTER = re.compile(r"[ \t]*([0-9]+)[ \t]*(?:$|[(;])")
 _WSP = (" ", "\t")
 _FOLD = re.compile(r"\r\n[ \t]+")
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.M | re.I)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s]+")
 
 
@@ -399,6 +398,9 @@ def _header_lines(lines: list[str]) -> tuple[list[tuple[str, str]], int | None] 
 def _content_length(value: str) -> int:
     if not value.isdigit() or not value.isascii():
         raise ParseError("malformed Content-Length")
+    if len(value) > 10:
+        # Also keeps int() below its limit on the number of digits.
+        raise ParseError("Content-Length too large")
     return int(value)
 
 
