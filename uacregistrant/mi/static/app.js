@@ -201,6 +201,13 @@ function countdownText(record) {
   return describeWait(record.registration_t_out_epoch - serverNow());
 }
 
+// reg_list's ctime text is in the server's zone; the epoch is shown in the browser's.
+function nextAttemptText(record) {
+  if (record.waits_for_operator) return "never";
+  if (record.registration_t_out_epoch === null) return "–";
+  return new Date(record.registration_t_out_epoch * 1000).toLocaleString();
+}
+
 function triple(record) {
   return { aor: record.AOR, contact: record.binding, registrar: record.registrar };
 }
@@ -223,7 +230,7 @@ function renderRows(records) {
       el("td", { class: "expires" }, String(record.expires)),
       el("td", { class: "countdown" }, countdownText(record)),
       el("td", { class: "failures" }, String(record.failures)),
-      el("td", { class: "next-attempt" }, record.next_attempt),
+      el("td", { class: "next-attempt" }, nextAttemptText(record)),
       el("td", { class: "shtag" }, record.shtag === undefined ? "" : `${record.shtag}/${record.cluster_id}`),
       actions(record));
     row.record = record;
