@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.service import COLUMNS, ServiceProcess, wait_until
 from tests.peers import free_port
+from uacregistrant.store.interface import RUNTIME_TABLE
 from uacregistrant.store.postgres import PG_VERSION_TABLE, pg_registrant_table
 from uacregistrant.store.rows import Columns
 
@@ -125,6 +126,16 @@ def refreshed_after(registrar, cseq: int, call_id: str, timeout: float):
         time.sleep(0.2)
 
 
+def shared_call_id(dsn: str) -> str | None:
+    """The Call-ID the active node shared for alice (state 3, registered)."""
+    with psycopg2.connect(dsn) as db, db.cursor() as cursor:
+        cursor.execute(f"SELECT call_id FROM {RUNTIME_TABLE} WHERE aor = %s AND state = 3",
+                       ("sip:alice@example.test",))
+        found = cursor.fetchone()
+    db.close()
+    return None if found is None else found[0]
+
+
 def registered_on_a(registrar, nodes, pg_dsn):
     make_table(pg_dsn, [row(registrar, "alice", "vip/1")])
     a = nodes.start("a")
@@ -170,6 +181,8 @@ def test_set_active_moves_the_tag_with_the_same_binding(registrar, nodes, pg_dsn
 def test_a_cut_database_connection_leaves_exactly_one_holder(registrar, nodes, pg_dsn, postgres):
     a, b, first = registered_on_a(registrar, nodes, pg_dsn)
     wait_until(lambda: b.table_loaded(), 10, "node b loaded")
+    # Whichever node wins after the cut goes on from what a shared.
+    wait_until(lambda: shared_call_id(pg_dsn) == first.call_id, 5, "alice's state shared")
     assert postgres.kill_backends(pg_dsn.rsplit("/", 1)[1]) >= 4  # both nodes' store and lock sessions
 
     def settled():
