@@ -129,19 +129,30 @@ def unquote_string(text: str) -> str:
     return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
 
 
+def simple_params(text: str) -> tuple[tuple[str, str | None], ...] | None:
+    """Split parameters that matched ``_SIMPLE_PARAMS``; None when a quoted value holds a ";"."""
+    if '"' not in text:
+        return tuple([(name.lower(), value if equals else None) for name, equals, value in _partitions(text)])
+    simple = []
+    for name, equals, value in _partitions(text):
+        if value[:1] == '"':
+            if len(value) < 2 or value[-1] != '"':
+                return None
+            value = value[1:-1]
+        simple.append((name.lower(), value if equals else None))
+    return tuple(simple)
+
+
+def _partitions(text: str) -> list[tuple[str, str, str]]:
+    return [item.partition("=") for item in text[1:].split(";")]
+
+
 def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     """Parse ``;name=value;flag`` (names lower-cased, quotes removed from values)."""
     if _SIMPLE_PARAMS.fullmatch(text) is not None:
-        simple = []
-        for item in text[1:].split(";"):
-            name, equals, value = item.partition("=")
-            if value[:1] == '"':
-                if len(value) < 2 or value[-1] != '"':
-                    break  # a ";" inside quotes: take the general path
-                value = value[1:-1]
-            simple.append((name.lower(), value if equals else None))
-        else:
-            return tuple(simple)
+        simple = simple_params(text)
+        if simple is not None:
+            return simple
     params = []
     pos = 0
     end = len(text)
@@ -160,7 +171,10 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
 
 
 # The common shapes take one regex; anything else goes the long way.
-_FAST_NAME_ADDR = re.compile(r'(?:"([^"\\]*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~ \t]*?)[ \t]*)?<([^<>\s"]+)>(.*)', re.S)
+_FAST_NAME_ADDR = re.compile(
+    r'(?:"([^"\\]*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~ \t]*?)[ \t]*)?<([A-Za-z][A-Za-z0-9+\-.]*:[^<>\s"]*)>'
+    rf"((?:;{_SIMPLE_PARAM_TEXT})*)"
+)
 
 
 def parse_name_addr(value: str) -> tuple[str | None, str, tuple[tuple[str, str | None], ...]]:
@@ -173,8 +187,10 @@ def parse_name_addr(value: str) -> tuple[str | None, str, tuple[tuple[str, str |
     match = _FAST_NAME_ADDR.fullmatch(text)
     if match is not None:
         quoted, bare, uri, rest = match.groups()
-        display = quoted if quoted is not None else (" ".join(bare.split()) or None)
-    elif text.startswith('"'):
+        params = simple_params(rest) if rest else ()
+        if params is not None:
+            return quoted if quoted is not None else (" ".join(bare.split()) or None), uri, params
+    if text.startswith('"'):
         close = _closing_quote(text)
         display = unquote_string(text[: close + 1])
         uri, rest = _angle_uri(text[close + 1 :].lstrip(" \t"))

@@ -20,6 +20,7 @@ from uacregistrant.sip.headers import (
     parse_delta_seconds,
     parse_name_addr,
     parse_params,
+    simple_params,
     split_values,
 )
 from uacregistrant.sip.uri import parse_uri, valid_host
@@ -42,6 +43,12 @@ _VIA = re.compile(
     r"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
     r"(\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?)(?:[ \t]*:[ \t]*([0-9]{1,5}))?(.*)",
     re.S | re.I,
+)
+# The usual Via shape (no LWS, no IPv6, no quoted parameter values) in one pass.
+_SIMPLE_VIA = re.compile(
+    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) "
+    r"((?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?)"
+    r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^\s;,\"<>=]+)?)*)"
 )
 _CSEQ = re.compile(r"[ \t]*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*")
 _RETRY_AFTER = re.compile(r"[ \t]*([0-9]+)[ \t]*(?:$|[(;])")
@@ -98,6 +105,12 @@ class Via:
 
 
 def parse_via(value: str) -> Via:
+    match = _SIMPLE_VIA.fullmatch(value)
+    if match is not None:
+        transport, host, port_text, rest = match.groups()
+        port = None if port_text is None else int(port_text)
+        if port is None or 1 <= port <= 65535:
+            return Via(transport.upper(), host, port, simple_params(rest) if rest else ())
     match = _VIA.fullmatch(value)
     if match is None:
         raise ParseError("malformed Via")
