@@ -22,6 +22,6 @@ setup(
         "prometheus_client",
     ],
     extras_require={
-        "test": ["pytest", "pytest-twisted", "hypothesis", "opensipscli"],
+        "test": ["pytest", "pytest-twisted", "hypothesis", "opensipscli", "selenium"],
     },
 )

@@ -27,6 +27,7 @@ from .mi.events import EventPoster
 from .mi.jsonrpc import MIResource
 from .mi.metrics import Metrics, MetricsResource
 from .mi.site import build_root, make_site
+from .mi.status import StatusResource
 from .registrant.engine import Engine
 from .registrant.machine import Registrant
 from .registrant.persist import RuntimeWriter, resume
@@ -174,7 +175,11 @@ class RegistrantService(MultiService):
             ClusterCommands(self.cluster).add_to(table)
         # -- end clustering --
         mi = MIResource(table, token=self.config.mi_token, on_call=self.metrics.mi_call)
-        site = make_site(build_root(mi, MetricsResource(self.metrics)))
+        # The status page at / keeps its script, style and JSON under /status/.
+        status = StatusResource(self.engine, token=self.config.mi_token)
+        site = make_site(
+            build_root(mi, MetricsResource(self.metrics), extra={b"": status, b"status": status})
+        )
         endpoint = serverFromString(self.reactor, self.config.mi_listen)
 
         def listening(port) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 
 from tests.store.conftest import SQLiteBackend
 from uacregistrant.store import make_store
-from uacregistrant.store.interface import StoreError
 from uacregistrant.store.rows import Columns
 from uacregistrant.store.sqlite import SQLiteStore
 
@@ -81,22 +79,3 @@ def test_make_store_sqlite(tmp_path: Path) -> None:
     assert isinstance(store, SQLiteStore)
     assert store.path == f"{tmp_path}/reg.sqlite"
     assert store.columns == Columns(table="t")
-
-
-def test_make_store_postgres_not_yet_and_no_password() -> None:
-    with pytest.raises(StoreError) as caught:
-        make_store("postgres://alice:pa55word@127.0.0.1:5432/opensips", Columns())
-    assert "pa55word" not in str(caught.value)
-
-
-@pytest_twisted.ensureDeferred
-async def test_sql_error_becomes_store_error(tmp_path: Path) -> None:
-    backend = SQLiteBackend(tmp_path)
-    store = backend.make_store(Columns())
-    await store.open()
-    try:
-        backend.execute("DROP TABLE registrant")
-        with pytest.raises(StoreError, match="no such table"):
-            await store.load_rows()
-    finally:
-        await store.close()
