@@ -24,7 +24,9 @@ async def eventually(check, timeout: float = 5.0):
 @pytest.fixture
 def nodes(pg_dsn):
     notes: dict[str, list[str]] = {"a": [], "b": []}
-    made = {name: PostgresLocks(pg_dsn, name, reactor, notes[name].append) for name in notes}
+    made = {name: PostgresLocks(pg_dsn, name, reactor) for name in notes}
+    for name, backend in made.items():
+        backend.on_notify = notes[name].append
     yield made, notes
     for backend in made.values():
         backend.reset()

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 
 from tests.registrant.fakes import make_engine, record, reply
 from uacregistrant.cluster.shtags import ShtagManager, UnknownTag
-from uacregistrant.registrant.persist import CSEQ_MARGIN, RuntimeWriter
+from uacregistrant.registrant.persist import CSEQ_MARGIN, RuntimeWriter, resume
 from uacregistrant.registrant.states import State
 from uacregistrant.store.memory import MemoryStore
 
@@ -31,7 +31,6 @@ class Node:
             self.locks, name, self.engine, cluster.store, cluster.clock, TAKEOVER,
             flush_runtime=self.writer.flush,
         )
-        self.locks.on_notify = lambda payload: self.manager.poke()
         self.engine.apply(records)
 
     def start(self) -> "Node":
@@ -222,8 +221,6 @@ def test_stop_hands_the_tag_over_and_shutdown_does_not_unregister_it(cluster):
 def test_a_standby_does_not_keep_records_resumed_at_load(cluster):
     a, b, sent = registered_on_a(cluster)
     c = cluster.node("c")
-    from uacregistrant.registrant.persist import resume
-
     assert resume(c.engine, cluster.store.runtime, cluster.clock.seconds()) == 1
     assert c.get().state is State.REGISTERED_STATE
     c.start()

@@ -76,6 +76,7 @@ class ILockBackend(Interface):
     """Where sharing tags are locked, owned and asked for."""
 
     connected = Attribute("bool: a session is up, and the locks taken on it are held")
+    on_notify = Attribute("called with the payload (a tag) of every NOTIFY on our channel")
 
     def connect(timeout):
         """Deferred[None]: open a new session (LISTEN included); fails if not up within ``timeout``."""
@@ -123,12 +124,11 @@ class PostgresLocks:
         dsn: str,
         node_id: str,
         reactor: IReactorTime,
-        on_notify: Callable[[str], None],
     ) -> None:
         self.dsn = dsn
         self.node_id = node_id
         self.reactor = reactor
-        self.on_notify = on_notify
+        self.on_notify: Callable[[str], None] = lambda tag: None
         self._connection: txpostgres.Connection | None = None
         self._ready = False
 

@@ -95,19 +95,14 @@ class ShtagManager:
         self._stopping = False
         self._connect_failures = 0
         engine.scheduler.active = self.active
+        backend.on_notify = lambda tag: self.poke()
 
     @classmethod
     def for_service(cls, service) -> ShtagManager:
         """The manager of a RegistrantService with clustering on (its db_url is PostgreSQL)."""
         config = service.config
-        manager: ShtagManager
-
-        def notified(tag: str) -> None:
-            manager.poke()
-
-        backend = PostgresLocks(config.db_url, config.node_id, service.reactor, notified)
         manager = cls(
-            backend,
+            PostgresLocks(config.db_url, config.node_id, service.reactor),
             config.node_id,
             service.engine,
             service.store,
