@@ -38,6 +38,29 @@ CREATE TABLE registrant (
 );
 """
 
+# The OpenSIPS 3.x PostgreSQL script (unquoted names: PostgreSQL folds binding_URI).
+OPENSIPS_POSTGRES = """
+CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_t_name_idx UNIQUE (table_name));
+INSERT INTO version (table_name, table_version) values ('registrant','3');
+CREATE TABLE registrant (
+    id SERIAL PRIMARY KEY NOT NULL,
+    registrar VARCHAR(255) DEFAULT '' NOT NULL,
+    proxy VARCHAR(255) DEFAULT NULL,
+    aor VARCHAR(255) DEFAULT '' NOT NULL,
+    third_party_registrant VARCHAR(255) DEFAULT NULL,
+    username VARCHAR(64) DEFAULT NULL,
+    password VARCHAR(64) DEFAULT NULL,
+    binding_URI VARCHAR(255) DEFAULT '' NOT NULL,
+    binding_params VARCHAR(64) DEFAULT NULL,
+    expiry INTEGER DEFAULT NULL,
+    forced_socket VARCHAR(64) DEFAULT NULL,
+    cluster_shtag VARCHAR(64) DEFAULT NULL,
+    state INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT registrant_registrant_idx UNIQUE (aor, binding_URI, registrar)
+);
+"""
+
 COLUMNS = ("registrar", "proxy", "aor", "third_party_registrant", "username", "password",
            "binding_URI", "binding_params", "expiry", "forced_socket", "cluster_shtag", "state")
 
@@ -49,6 +72,19 @@ def make_table(path: Path, rows: Sequence[dict]) -> None:
             values = [row.get(c, 0 if c == "state" else None) for c in COLUMNS]
             db.execute(
                 f"INSERT INTO registrant ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                values,
+            )
+
+
+def make_pg_table(dsn: str, rows: Sequence[dict]) -> None:
+    import psycopg2
+
+    with psycopg2.connect(dsn) as db, db.cursor() as cursor:
+        cursor.execute(OPENSIPS_POSTGRES)
+        for row in rows:
+            values = [row.get(c, 0 if c == "state" else None) for c in COLUMNS]
+            cursor.execute(
+                f"INSERT INTO registrant ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
                 values,
             )
 

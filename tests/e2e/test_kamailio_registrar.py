@@ -8,7 +8,7 @@ import pytest
 
 from tests.peers import free_port
 
-from .service import ServiceProcess, make_table, wait_until
+from .service import ServiceProcess, make_pg_table, make_table, wait_until
 
 TI = 2  # timer_interval: with 2 buckets, one visit a second
 
@@ -23,8 +23,9 @@ def registrar(kamailio):
 
 
 class Runner:
-    def __init__(self, workdir):
+    def __init__(self, workdir, pg_dsn=None):
         self.workdir = workdir
+        self.pg_dsn = pg_dsn
         self.sip_port = free_port("udp")
         self.proc: ServiceProcess | None = None
 
@@ -32,12 +33,16 @@ class Runner:
         return f"sip:{user}@127.0.0.1:{self.sip_port}"
 
     def start(self, rows, *args) -> ServiceProcess:
-        db = self.workdir / "registrant.sqlite"
-        make_table(db, rows)
+        if self.pg_dsn is not None:
+            make_pg_table(self.pg_dsn, rows)
+            db_url = self.pg_dsn
+        else:
+            make_table(self.workdir / "registrant.sqlite", rows)
+            db_url = f"sqlite:///{self.workdir / 'registrant.sqlite'}"
         self.proc = ServiceProcess(
             self.workdir,
             [
-                "--db-url", f"sqlite:///{db}",
+                "--db-url", db_url,
                 "--listen", f"udp:127.0.0.1:{self.sip_port}",
                 "--timer-interval", str(TI),
                 "--failure-retry-interval", "120",
@@ -48,9 +53,11 @@ class Runner:
         return self.proc.start()
 
 
-@pytest.fixture
-def runner(tmp_path):
-    runner = Runner(tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def runner(request, tmp_path):
+    """The same end-to-end run on an OpenSIPS table in SQLite and in PostgreSQL."""
+    pg_dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else None
+    runner = Runner(tmp_path, pg_dsn)
     yield runner
     if runner.proc is not None:
         runner.proc.stop()

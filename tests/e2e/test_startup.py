@@ -85,3 +85,62 @@ def test_registrant_tac_and_config_file_start_the_same_service(tmp_path, kamaili
             process.wait(20)
         # Unregistered on shutdown, so the second start begins from scratch.
         assert registrar.bindings("sip:alice@example.test") == []
+
+
+def test_the_service_answers_options_and_survives_garbage(tmp_path):
+    """``twistd -n uac-registrant --listen udp:…`` answers OPTIONS with 200 after thousands of bad datagrams."""
+    import os
+    import random
+    import socket
+
+    from tests.peers import free_port
+
+    from .service import ServiceProcess
+
+    sip_port = free_port("udp")
+    svc = ServiceProcess(
+        tmp_path,
+        ["--db-url", f"sqlite:///{tmp_path / 'r.sqlite'}", "--listen", f"udp:127.0.0.1:{sip_port}"],
+        mi_port=free_port("tcp"),
+    ).start()
+    try:
+        rng = random.Random(5)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            client.settimeout(5)
+            valid = (
+                "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{client.getsockname()[1]};branch=z9hG4bK{{}}\r\n"
+                "From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
+                "Call-ID: probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+            for i in range(5000):
+                if i % 2:
+                    junk = os.urandom(rng.randrange(1, 1400))
+                else:  # damaged SIP: truncated or with bytes flipped
+                    data = bytearray(valid.format(i).encode())
+                    for _ in range(rng.randrange(1, 8)):
+                        data[rng.randrange(len(data))] = rng.randrange(256)
+                    junk = bytes(data[: rng.randrange(1, len(data))])
+                client.sendto(junk, ("127.0.0.1", sip_port))
+            # Whatever the garbage provoked (a few damaged OPTIONS may still parse), drain it.
+            client.settimeout(0.5)
+            try:
+                while client.recv(65535):
+                    pass
+            except socket.timeout:
+                pass
+            client.settimeout(5)
+            client.sendto(valid.format("final").encode(), ("127.0.0.1", sip_port))
+            reply = client.recv(65535).decode()
+        assert reply.startswith("SIP/2.0 200 ")
+        assert "branch=z9hG4bKfinal" in reply
+        metrics = svc.metrics_text()
+        dropped = next(
+            float(line.split()[-1]) for line in metrics.splitlines()
+            if line.startswith("uac_registrant_malformed_datagrams_total")
+        )
+        assert dropped >= 2500
+        assert svc.process.poll() is None
+    finally:
+        svc.stop()
