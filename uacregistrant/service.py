@@ -158,7 +158,8 @@ class RegistrantService(MultiService):
         if self.layer is not None:
             for text in self.config.listen:
                 bound = self.layer.listen(parse_socket(text))
-                log.info("listening on {socket}", socket=str(bound))
+                if bound.transport != "tls" or self.config.tls_cert_file:
+                    log.info("listening on {socket}", socket=str(bound))
         if self._serve_mi:
             self._start_mi()
         self.loaded = self._load()
