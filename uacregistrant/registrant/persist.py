@@ -69,7 +69,11 @@ class RuntimeWriter:
             return self._writing
         if not self._dirty:
             return succeed(None)
-        batch, self._dirty = self._dirty, {}
+        # A record this node gave up since it changed belongs to another node now.
+        batch = {key: r for key, r in self._dirty.items() if self.active(r)}
+        self._dirty = {}
+        if not batch:
+            return succeed(None)
         now = self.clock.seconds()
         states = [snapshot(registrant, now) for registrant in batch.values()]
         writing = self._writing = self.store.save_runtime(states)
