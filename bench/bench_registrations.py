@@ -1,0 +1,482 @@
+"""Authenticated registrations at scale: our registrant vs Kamailio's ``uac``.
+
+Both register N records on the same SIPp registrar on loopback
+(``sipp_registrar.xml``: 401 with an MD5 qop=auth challenge, then 200 on the
+retry; the digest is not verified).  For each peer and N the script measures,
+from launch until every record is registered:
+
+* wall time (and for ours the time until all N records are loaded);
+* CPU seconds (utime + stime from ``/proc/PID/stat``, summed over every
+  process of the service), net of a baseline run with one record measured
+  over the same duration, per 1,000 authenticated registrations;
+* memory: PSS (``/proc/PID/smaps_rollup``, summed) for both, and for ours
+  also VmRSS and VmHWM; per record against the baseline;
+* retransmissions and transaction timeouts (ours, from ``/metrics``) and
+  UDP receive drops on the registrant's and the registrar's sockets.
+
+SIPp's own CPU is not measured.  Run as root from the repository::
+
+    python bench/bench_registrations.py --n 1000 10000 --peer both
+
+Every process started is stopped by its PID at the end, on failure and on
+Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.service import OPENSIPS_SQLITE  # noqa: E402  (the OpenSIPS table, as deployed)
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+POLL_S = 0.05
+EXPIRY = 3600
+PASSWORD = "secret"
+SOCKET_BUFFER = 8 * 1024 * 1024
+KAMAILIO_SCHEMA = Path("/usr/share/kamailio/db_sqlite")
+REGISTERED = 'uac_registrant_records{state="REGISTERED_STATE"}'
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """What one run measured at the moment all its records were registered."""
+
+    peer: str
+    records: int
+    wall_s: float
+    loaded_s: float | None
+    cpu_s: float
+    pss_kib: int
+    rss_kib: int
+    hwm_kib: int | None
+    retransmissions: int | None
+    timeouts: int | None
+    drops: int
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A run net of its baseline."""
+
+    run: Sample
+    baseline: Sample
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return (self.run.cpu_s - self.baseline.cpu_s) * 1000 / self._extra
+
+    @property
+    def pss_per_record_kib(self) -> float:
+        return (self.run.pss_kib - self.baseline.pss_kib) / self._extra
+
+    @property
+    def rss_per_record_kib(self) -> float:
+        return (self.run.rss_kib - self.baseline.rss_kib) / self._extra
+
+    @property
+    def _extra(self) -> int:
+        return self.run.records - self.baseline.records
+
+
+# -- processes --------------------------------------------------------------------
+
+
+class Child:
+    """A process we started, in its own session (Ctrl-C reaches only us); stop() ends it by PID."""
+
+    def __init__(self, name: str, command: Sequence[str], log: Path, **popen) -> None:
+        self.name = name
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                list(command), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, **popen,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        # Children (Kamailio's workers) are collected first: they must not outlive the parent.
+        family = [pid for pid in process_tree(self.pid) if pid != self.pid]
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@contextmanager
+def started(name: str, command: Sequence[str], log: Path, **popen) -> Iterator[Child]:
+    child = Child(name, command, log, **popen)
+    try:
+        yield child
+    finally:
+        child.stop()
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, from the ppid field of /proc/PID/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = _stat_fields(int(entry))
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def _stat_fields(pid: int) -> list[str]:
+    # Fields after the command name, which may hold spaces: state is [0], ppid [1].
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of the processes (all their threads), in seconds."""
+    ticks = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def _kib(path: str, key: str) -> int:
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(f"{key} not in {path}")
+
+
+def pss_kib(pids: Sequence[int]) -> int:
+    return sum(_kib(f"/proc/{pid}/smaps_rollup", "Pss") for pid in pids)
+
+
+def rss_kib(pids: Sequence[int]) -> int:
+    return sum(_kib(f"/proc/{pid}/status", "VmRSS") for pid in pids)
+
+
+def udp_drops(ports: Sequence[int]) -> int:
+    """Datagrams the kernel dropped on the loopback UDP sockets bound to ``ports``."""
+    drops = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) in ports:
+            drops += int(fields[-1])
+    return drops
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        tcp.bind(("127.0.0.1", port))  # the MI port must be free for TCP too
+        return port
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str, alive: Callable[[], None]) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+# -- the registrar ---------------------------------------------------------------------
+
+
+@contextmanager
+def registrar(workdir: Path) -> Iterator[int]:
+    """The SIPp registrar on a free loopback port; yields the port."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        _binary("sipp"), "-sf", str(BENCH / "sipp_registrar.xml"), "-i", "127.0.0.1", "-p", str(port),
+        "-t", "u1", "-nostdin", "-nd", "-trace_err", "-buff_size", str(SOCKET_BUFFER),
+        # Answer every datagram of a burst before looking at timers again.
+        "-max_recv_loops", "100000", "-max_sched_loops", "100000",
+        # The scenario loops, so calls never end; this is belt and braces for a restarted one.
+        "-deadcall_wait", "0",
+    ]
+    with started("sipp", command, workdir / "sipp.log", cwd=workdir) as sipp:
+        wait_for(lambda: not _udp_free(port), 5, "sipp to bind its port", sipp.check_alive)
+        yield port
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        raise SystemExit(f"{name} is not installed")
+    return path
+
+
+# -- our registrant ------------------------------------------------------------------------
+
+
+def make_opensips_table(path: Path, records: int, registrar_port: int, contact_port: int) -> None:
+    rows = (
+        (f"sip:127.0.0.1:{registrar_port}", f"sip:user{i:06d}@127.0.0.1", f"user{i:06d}", PASSWORD,
+         f"sip:user{i:06d}@127.0.0.1:{contact_port}", EXPIRY)
+        for i in range(1, records + 1)
+    )
+    with sqlite3.connect(path) as db:
+        db.executescript(OPENSIPS_SQLITE)
+        db.executemany(
+            "INSERT INTO registrant (registrar, aor, username, password, binding_URI, expiry)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def scrape(mi_port: int) -> dict[str, float]:
+    """``/metrics`` as {series: value}; {} while the server is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{mi_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
+def run_ours(records: int, registrar_port: int, workdir: Path, args: argparse.Namespace,
+             hold_s: float = 0.0) -> Sample:
+    """One run of twistd from this tree; ``hold_s`` keeps a baseline up as long as a real run."""
+    sip_port, mi_port = free_port(), free_port()
+    db = workdir / f"ours-{records}.sqlite"
+    make_opensips_table(db, records, registrar_port, sip_port)
+    command = [
+        sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+        "-n", "--pidfile=", "uac-registrant",
+        "--db-url", f"sqlite:///{db}",
+        "--listen", f"udp:127.0.0.1:{sip_port}",
+        "--mi-listen", f"tcp:{mi_port}:interface=127.0.0.1",
+        "--hash-size", str(args.hash_size), "--timer-interval", str(args.timer_interval),
+        "--max-register-rate", "0", "--unregister-on-shutdown", "0",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    start = time.monotonic()
+    with started("twistd", command, workdir / f"ours-{records}.log", cwd=workdir, env=env) as service:
+        loaded_at: float | None = None
+
+        def all_registered() -> dict[str, float] | None:
+            nonlocal loaded_at
+            metrics = scrape(mi_port)
+            loaded = sum(v for k, v in metrics.items() if k.startswith("uac_registrant_records{"))
+            if loaded_at is None and loaded >= records:
+                loaded_at = time.monotonic() - start
+            done = metrics.get(REGISTERED, 0) >= records and time.monotonic() - start >= hold_s
+            return metrics if done else None
+
+        metrics = wait_for(all_registered, args.timeout, f"{records} records REGISTERED", service.check_alive)
+        wall = time.monotonic() - start
+        pids = process_tree(service.pid)
+        cpu = cpu_seconds(pids)
+        pss, rss = pss_kib(pids), rss_kib(pids)
+        hwm = _kib(f"/proc/{service.pid}/status", "VmHWM")
+        drops = udp_drops([sip_port, registrar_port])
+    return Sample(
+        peer="ours", records=records, wall_s=wall, loaded_s=loaded_at, cpu_s=cpu, pss_kib=pss,
+        rss_kib=rss, hwm_kib=hwm,
+        retransmissions=int(metrics.get("uac_registrant_retransmissions_total", 0)),
+        timeouts=int(metrics.get("uac_registrant_transaction_timeouts_total", 0)),
+        drops=drops,
+    )
+
+
+# -- Kamailio's uac module ----------------------------------------------------------------------
+
+
+def make_uacreg_table(path: Path, records: int, registrar_port: int) -> None:
+    with sqlite3.connect(path) as db:
+        for script in ("standard-create.sql", "uac-create.sql"):
+            db.executescript((KAMAILIO_SCHEMA / script).read_text())
+        db.executemany(
+            "INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm,"
+            " auth_username, auth_password, auth_proxy, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (f"u{i:06d}", f"user{i:06d}", "127.0.0.1", f"user{i:06d}", "127.0.0.1", "bench.test",
+                 f"user{i:06d}", PASSWORD, f"sip:127.0.0.1:{registrar_port}", EXPIRY)
+                for i in range(1, records + 1)
+            ),
+        )
+
+
+def render(template: Path, values: dict[str, object]) -> str:
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: str(values[m.group(1)]), template.read_text())
+
+
+def tm_2xx(kamcmd: str, ctl: Path) -> int:
+    """Transactions tm completed with a 2xx: one per registered record (0 until the control socket is up).
+
+    uac's own ``regactive`` counter stays 0 in 5.6, and ``uac.reg_dump`` is
+    over kamcmd's 128 KB reply limit beyond a few hundred records.
+    """
+    result = subprocess.run([kamcmd, "-s", f"unix:{ctl}", "tm.stats"], capture_output=True, text=True, timeout=10)
+    match = re.search(r"^\s*2xx: (\d+)$", result.stdout, re.MULTILINE)
+    return int(match.group(1)) if result.returncode == 0 and match else 0
+
+
+def run_kamailio(records: int, registrar_port: int, workdir: Path, args: argparse.Namespace,
+                 hold_s: float = 0.0) -> Sample:
+    sip_port = free_port()
+    rundir = workdir / f"kamailio-{records}"
+    rundir.mkdir()
+    db = rundir / "uacreg.sqlite"
+    make_uacreg_table(db, records, registrar_port)
+    config = rundir / "kamailio.cfg"
+    config.write_text(render(BENCH / "kamailio_uac.cfg.in", {"port": sip_port, "rundir": rundir, "db": db}))
+    kamailio, kamcmd = _binary("kamailio"), _binary("kamcmd")
+    ctl = rundir / "kamailio_ctl"
+    check = subprocess.run([kamailio, "-c", "-f", str(config)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"kamailio -c rejected {config}:\n{check.stderr[-3000:]}")
+    command = [kamailio, "-DD", "-E", "-f", str(config), "-Y", str(rundir), "-m", "512", "-M", "64"]
+    start = time.monotonic()
+    with started("kamailio", command, rundir / "kamailio.log", cwd=rundir) as service:
+        wait_for(
+            lambda: tm_2xx(kamcmd, ctl) >= records and time.monotonic() - start >= hold_s,
+            args.timeout, f"{records} Kamailio registrations", service.check_alive,
+        )
+        wall = time.monotonic() - start
+        pids = process_tree(service.pid)
+        cpu = cpu_seconds(pids)
+        pss, rss = pss_kib(pids), rss_kib(pids)
+        drops = udp_drops([sip_port, registrar_port])
+    return Sample(
+        peer="kamailio", records=records, wall_s=wall, loaded_s=None, cpu_s=cpu, pss_kib=pss,
+        rss_kib=rss, hwm_kib=None, retransmissions=None, timeouts=None, drops=drops,
+    )
+
+
+RUNNERS = {"ours": run_ours, "kamailio": run_kamailio}
+
+
+# -- reporting --------------------------------------------------------------------------------------
+
+
+def measure(peer: str, records: int, workdir: Path, args: argparse.Namespace) -> Figures:
+    """The run, then a one-record baseline held up as long, each against a fresh registrar."""
+    runner = RUNNERS[peer]
+    with registrar(workdir / f"sipp-{peer}-{records}") as port:
+        run = runner(records, port, workdir, args)
+    with registrar(workdir / f"sipp-{peer}-{records}-base") as port:
+        baseline = runner(1, port, workdir / f"base-{peer}-{records}", args, hold_s=run.wall_s)
+    return Figures(run, baseline)
+
+
+def report(figures: Figures) -> None:
+    run, base = figures.run, figures.baseline
+    print(f"{run.peer} N={run.records}")
+    loaded = f", loaded after {run.loaded_s:.2f} s" if run.loaded_s is not None else ""
+    print(f"  all registered after {run.wall_s:.2f} s{loaded}")
+    print(f"  CPU {run.cpu_s:.2f} s (baseline {base.cpu_s:.2f} s over {base.wall_s:.2f} s):"
+          f" {figures.cpu_per_1000:.3f} s per 1,000 authenticated registrations")
+    print(f"  PSS {run.pss_kib / 1024:.1f} MiB (baseline {base.pss_kib / 1024:.1f} MiB):"
+          f" {figures.pss_per_record_kib:.2f} KiB per record")
+    print(f"  RSS {run.rss_kib / 1024:.1f} MiB summed over processes: {figures.rss_per_record_kib:.2f} KiB per record")
+    if run.hwm_kib is not None:
+        print(f"  peak RSS (VmHWM) {run.hwm_kib / 1024:.1f} MiB")
+    if run.retransmissions is not None:
+        print(f"  retransmissions {run.retransmissions}, transaction timeouts {run.timeouts}")
+    print(f"  UDP receive drops (registrant + registrar sockets) {run.drops}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="record counts to run")
+    parser.add_argument("--peer", choices=("ours", "kamailio", "both"), default="both")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for all registered")
+    parser.add_argument("--hash-size", type=int, default=1, help="ours: --hash-size")
+    parser.add_argument("--timer-interval", type=int, default=2, help="ours: --timer-interval")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, tables)")
+    args = parser.parse_args(argv)
+    # A SIGTERM (timeout(1), a CI runner) unwinds like Ctrl-C, so every child is stopped by PID.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    peers = ("ours", "kamailio") if args.peer == "both" else (args.peer,)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-registrations-"))
+    try:
+        for records in args.n:
+            results = {}
+            for peer in peers:
+                (workdir / f"base-{peer}-{records}").mkdir()
+                results[peer] = measure(peer, records, workdir, args)
+                report(results[peer])
+            if len(results) == 2:
+                ours, theirs = results["ours"], results["kamailio"]
+                print(f"ours/Kamailio N={records}: CPU per registration"
+                      f" {ours.cpu_per_1000 / theirs.cpu_per_1000:.2f}x,"
+                      f" memory (PSS) per record {ours.pss_per_record_kib / theirs.pss_per_record_kib:.2f}x")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"work directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
