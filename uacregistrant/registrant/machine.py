@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -43,7 +43,7 @@ class Context:
     send: Callable[["Registrant", object], Deferred]
     timing: Timing
     user_agent: str = ""
-    random: random.Random = random.SystemRandom()  # noqa: B008 - shared on purpose
+    random: random.Random = field(default_factory=random.SystemRandom)
     on_transition: Callable[["Registrant", State, State], None] | None = None
     on_sent: Callable[["Registrant", str], None] | None = None
     on_reply: Callable[["Registrant", int], None] | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uacregistrant.store.interface import IRegistrantStore, StoreError
+from uacregistrant.store.interface import IRegistrantStore
 from uacregistrant.store.rows import Columns
 
 
