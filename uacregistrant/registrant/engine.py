@@ -25,7 +25,7 @@ from .machine import Context, Registrant
 from .policy import Timing
 from .record import RecordConfig, RecordKey
 from .scheduler import Scheduler
-from .states import State
+from .states import IN_FLIGHT, State
 
 log = Logger()
 
@@ -255,14 +255,10 @@ class Engine:
             observer(registrant, code)
 
     def _log_transition(self, registrant: Registrant, old: State, new: State) -> None:
-        if new in (State.REGISTERING_STATE, State.AUTHENTICATING_STATE) and old in (
-            State.REGISTERED_STATE,
-            State.REGISTERING_STATE,
-        ):
-            log.debug(
-                "{aor}: {state}", aor=registrant.config.aor, state=new.name
-            )
-            return  # routine refreshes and auth round trips would drown the info log
+        # One line when a record settles in another state; requests in flight
+        # and routine refreshes would drown the log (and cost on the hot path).
+        if new in IN_FLIGHT or new is registrant.settled:
+            return
         log.info(
             "{aor} -> {binding} at {registrar}: {state} ({code} {reason})",
             aor=registrant.config.aor,

@@ -85,12 +85,15 @@ class Registrant:
         "service_route",
         "associated_uris",
         "flow_timer",
+        "settled",
     )
 
     def __init__(self, config: RecordConfig, ctx: Context) -> None:
         self.config = config
         self.ctx = ctx
         self.state = State.NOT_REGISTERED_STATE
+        # The last state with nothing in flight: tells a routine refresh from a change.
+        self.settled = State.NOT_REGISTERED_STATE
         self.enabled = config.enabled
         self.call_id = ctx.token(16)
         self.from_tag = ctx.token(5)
@@ -353,18 +356,22 @@ class Registrant:
         self._transition(State.REGISTERED_STATE)
 
     def _granted_expires(self, response: Response, contacts: list) -> int | None:
-        ours = parse_uri(self.config.binding_uri)
+        binding = self.config.binding_uri
+        ours = None
         for contact in contacts:
             if contact.is_star:
                 continue
-            try:
-                theirs = parse_uri(contact.uri)
-            except ParseError:
-                continue
-            if uri_equal(ours, theirs):
-                if contact.expires:
-                    return contact.expires
-                break
+            if contact.uri != binding:  # the usual case is an exact echo: no parsing
+                try:
+                    ours = ours or parse_uri(binding)
+                    same = uri_equal(ours, parse_uri(contact.uri))
+                except ParseError:
+                    continue
+                if not same:
+                    continue
+            if contact.expires:
+                return contact.expires
+            break
         return response.expires or None
 
     def _on_challenge(self, response: Response) -> None:
@@ -446,3 +453,5 @@ class Registrant:
         self.state = new
         if old is not new and self.ctx.on_transition is not None:
             self.ctx.on_transition(self, old, new)
+        if new not in IN_FLIGHT:
+            self.settled = new
