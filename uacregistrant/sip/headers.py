@@ -18,7 +18,6 @@ __all__ = [
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
-_DIGITS = re.compile(r"[0-9]+")
 
 # RFC 3261 §7.3.3 compact forms, plus the later ones a UA may meet.
 _COMPACT = {
@@ -96,8 +95,13 @@ def split_values(value: str) -> list[str]:
     """Split a header value on the commas outside quotes and angle brackets."""
     if "," not in value:
         return [value.strip()]
-    if '"' not in value and "<" not in value:
-        return [item.strip() for item in value.split(",")]
+    if '"' not in value:
+        items = value.split(",")
+        # Usually each item holds at most one <URI>, closed: no comma can be inside one.
+        if "<" not in value or all(
+            item.count("<") == 1 and item.find(">", item.find("<")) > 0 or "<" not in item for item in items
+        ):
+            return [item.strip() for item in items]
     items = []
     match = _LIST_ITEM.match
     end = len(value)
@@ -241,7 +245,7 @@ def _angle_uri(text: str) -> tuple[str, str]:
 def parse_delta_seconds(text: str) -> int:
     """A delta-seconds value (RFC 3261 §25.1), at most 2**32 - 1."""
     text = text.strip()
-    if _DIGITS.fullmatch(text) is None:
+    if not (text.isascii() and text.isdigit()):
         raise ParseError("not a delta-seconds value")
     if len(text) > 10 or int(text) >= _POW_2_32:
         raise ParseError("delta-seconds too large")

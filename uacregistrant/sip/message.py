@@ -172,8 +172,8 @@ class Message:
 
     def header(self, name: str) -> str | None:
         """The whole value of the first header line with this name."""
-        wanted = canonical_name(name)
         known = _CANONICAL.get
+        wanted = known(name) or canonical_name(name)
         for key, value in self.headers:
             if (known(key) or canonical_name(key)) == wanted:
                 return value
@@ -181,8 +181,8 @@ class Message:
 
     def header_values(self, name: str) -> list[str]:
         """Every value of every header line with this name, comma lists split."""
-        wanted = canonical_name(name)
         known = _CANONICAL.get
+        wanted = known(name) or canonical_name(name)
         values = [value for key, value in self.headers if (known(key) or canonical_name(key)) == wanted]
         if wanted in COMMA_FREE:
             return values
@@ -386,18 +386,16 @@ def _header_lines(lines: list[str]) -> tuple[list[tuple[str, str]], int | None] 
     append = headers.append
     known = _CANONICAL.get
     content_length = None
-    for index in range(1, len(lines)):
-        name, colon, value = lines[index].partition(":")
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
         canonical = known(name)
-        if canonical is None:
+        if canonical is None or not colon:
             if name[:1] in _WSP:
                 return None
             if not colon:
                 raise ParseError("header line without a colon")
             name = name.rstrip(" \t")
             canonical = canonical_name(name)
-        elif not colon:
-            raise ParseError("header line without a colon")
         value = value.strip(" \t")
         append((name, value))
         if canonical == "content-length":
