@@ -61,6 +61,10 @@ def parse_and_read() -> None:
     reply.expires
 
 
+def parse_only() -> None:
+    parse_message(OK_TO_REGISTER)
+
+
 def build() -> None:
     build_request("REGISTER", "sip:registrar.example.com", REGISTER_HEADERS)
 
@@ -107,6 +111,7 @@ def report(label: str, per_second: float, target: int | None) -> None:
 def main() -> None:
     print(f"Python {sys.version.split()[0]}, one core; {len(OK_TO_REGISTER)}-byte 200 OK")
     report("parse 200 OK + via.branch/cseq/call_id/contacts/expires", rate(parse_and_read), TARGET)
+    report("parse 200 OK only (framing, no header value read)", rate(parse_only), None)
     report(f"build_request REGISTER ({len(REGISTER_HEADERS)} headers)", rate(build), TARGET)
     digest = digest_work()
     if digest is None:
