@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,11 +208,16 @@ def udp_drops(port: int) -> int:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
-        udp.bind(("127.0.0.1", 0))
-        port = udp.getsockname()[1]
-        tcp.bind(("127.0.0.1", port))  # the MI port must be free for TCP too
-        return port
+    """A loopback port free for both UDP and TCP (the MI port is TCP)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, alive: Callable[[], None]) -> object:
@@ -300,8 +305,13 @@ def scrape(mi_port: int) -> dict[str, float]:
 
 
 def run_ours(records: int, registrar_port: int, workdir: Path, args: argparse.Namespace,
-             hold_s: float = 0.0) -> Sample:
-    """One run of twistd from this tree; ``hold_s`` keeps a baseline up as long as a real run."""
+             hold_s: float = 0.0, profile: Path | None = None) -> Sample:
+    """One run of twistd from this tree; ``hold_s`` keeps a baseline up as long as a real run.
+
+    With ``profile``, py-spy samples the service from launch until all are
+    registered and writes collapsed stacks there (its figures are then not
+    comparable: sampling costs the service CPU).
+    """
     sip_port, mi_port = free_port(), free_port()
     db = workdir / f"ours-{records}.sqlite"
     make_opensips_table(db, records, registrar_port, sip_port)
@@ -316,7 +326,14 @@ def run_ours(records: int, registrar_port: int, workdir: Path, args: argparse.Na
     ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.monotonic()
-    with started("twistd", command, workdir / f"ours-{records}.log", cwd=workdir, env=env) as service:
+    with ExitStack() as stack:
+        service = stack.enter_context(started("twistd", command, workdir / f"ours-{records}.log", cwd=workdir, env=env))
+        sampler = None if profile is None else stack.enter_context(started(
+            "py-spy",
+            [_binary("py-spy"), "record", "--pid", str(service.pid), "--format", "raw", "--rate", "200",
+             "--nonblocking", "--output", str(profile)],
+            workdir / "py-spy.log",
+        ))
         loaded_at: float | None = None
 
         def all_registered() -> dict[str, float] | None:
@@ -335,6 +352,9 @@ def run_ours(records: int, registrar_port: int, workdir: Path, args: argparse.Na
         pss, rss = pss_kib(pids), rss_kib(pids)
         hwm = _kib(f"/proc/{service.pid}/status", "VmHWM")
         drops = udp_drops(sip_port), udp_drops(registrar_port)
+        if sampler is not None:
+            sampler.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            sampler.process.wait(60)
     return Sample(
         peer="ours", records=records, wall_s=wall, loaded_s=loaded_at, cpu_s=cpu, pss_kib=pss,
         rss_kib=rss, hwm_kib=hwm,
@@ -443,6 +463,24 @@ def report(figures: Figures) -> None:
     print(f"  UDP receive drops: registrant socket {run.registrant_drops}, registrar socket {run.registrar_drops}")
 
 
+def hot_spots(profile: Path, top: int = 15) -> list[tuple[str, float, float]]:
+    """(function, % of samples where it runs itself, % where it is on the stack) from py-spy's raw output."""
+    own: dict[str, int] = {}
+    on_stack: dict[str, int] = {}
+    total = 0
+    for line in profile.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        total += samples
+        # "function (path/file.py:line)": the line number would split one function into many rows.
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+        for frame in set(frames):
+            on_stack[frame] = on_stack.get(frame, 0) + samples
+    ranked = sorted(own.items(), key=lambda item: -item[1])[:top]
+    return [(name, 100 * samples / total, 100 * on_stack[name] / total) for name, samples in ranked]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="record counts to run")
@@ -452,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timer-interval", type=int, default=2, help="ours: --timer-interval")
     parser.add_argument("--max-register-rate", type=float, default=2000,
                         help="ours: --max-register-rate (0: no limit; 2000 keeps every burst within the socket buffers)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="instead of measuring: one run of ours per N under py-spy, collapsed stacks to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, tables)")
     args = parser.parse_args(argv)
     # A SIGTERM (timeout(1), a CI runner) unwinds like Ctrl-C, so every child is stopped by PID.
@@ -459,6 +499,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers = ("ours", "kamailio") if args.peer == "both" else (args.peer,)
     workdir = Path(tempfile.mkdtemp(prefix="bench-registrations-"))
     try:
+        if args.profile is not None:
+            for records in args.n:
+                with registrar(workdir / f"sipp-profile-{records}") as port:
+                    run_ours(records, port, workdir, args, profile=args.profile)
+                print(f"ours N={records}: own % / on-stack % of py-spy samples")
+                for name, own, total in hot_spots(args.profile):
+                    print(f"  {own:5.1f} {total:5.1f}  {name}")
+            return 0
         for records in args.n:
             results = {}
             for peer in peers:
