@@ -153,3 +153,21 @@ def test_mutated_torture_messages(data: bytes) -> None:
             read_everything(parse_message(message_bytes, stream=True))
     except ParseError:
         pass
+
+
+_FIELDS = ["Via", "v", "CSeq", "Call-ID", "From", "To", "Contact", "m", "Expires", "Min-Expires", "Retry-After"]
+_value_text = st.lists(
+    st.sampled_from(list('sip:SIP/2.0UDP a@h[::1]<>";,=\\ \t%0129xé') + ["tag", "branch", "expires", "rport", "SIP/2.0/UDP "]),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_FIELDS), _value_text), max_size=4))
+def test_header_values_raise_parse_error_only(fields: list[tuple[str, str]]) -> None:
+    data = "".join(f"{name}: {value}\r\n" for name, value in fields).encode()
+    try:
+        message = parse_message(b"SIP/2.0 200 OK\r\n" + data + b"\r\n")
+    except ParseError:
+        return
+    read_everything(message)
