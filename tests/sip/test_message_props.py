@@ -61,7 +61,7 @@ def read_everything(message: Message) -> None:
     message.to_bytes()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_tokens, st.sampled_from(["sip:a@example.com", "sips:[::1]:5061;transport=tcp", "tel:+1555"]), _headers, _bodies)
 def test_request_round_trip(method: str, uri: str, headers: list[tuple[str, str]], body: bytes) -> None:
     data = build_request(method, uri, headers, body)
@@ -73,7 +73,7 @@ def test_request_round_trip(method: str, uri: str, headers: list[tuple[str, str]
         assert request.to_bytes() == data
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.integers(100, 699), _values, _headers, _bodies)
 def test_response_round_trip(status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
     data = Response(status, reason, headers, body).to_bytes()
@@ -162,7 +162,7 @@ _value_text = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(_FIELDS), _value_text), max_size=4))
 def test_header_values_raise_parse_error_only(fields: list[tuple[str, str]]) -> None:
     data = "".join(f"{name}: {value}\r\n" for name, value in fields).encode()

@@ -36,7 +36,7 @@ def uris(draw: st.DrawFn) -> URI:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(uris())
 def test_round_trip(uri: URI) -> None:
     parsed = parse_uri(str(uri))
