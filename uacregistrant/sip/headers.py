@@ -11,6 +11,7 @@ __all__ = [
     "is_token",
     "split_values",
     "parse_params",
+    "simple_params",
     "parse_name_addr",
     "parse_delta_seconds",
     "COMMA_FREE",
