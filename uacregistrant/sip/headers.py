@@ -97,12 +97,15 @@ def split_values(value: str) -> list[str]:
     if "," not in value:
         return [value.strip()]
     if '"' not in value:
-        items = value.split(",")
         # Usually each item holds at most one <URI>, closed: no comma can be inside one.
-        if "<" not in value or all(
-            item.count("<") == 1 and item.find(">", item.find("<")) > 0 or "<" not in item for item in items
-        ):
-            return [item.strip() for item in items]
+        simple = []
+        for item in value.split(","):
+            lt = item.find("<")
+            if lt >= 0 and (item.find(">", lt) < 0 or item.count("<") > 1):
+                break
+            simple.append(item.strip())
+        else:
+            return simple
     items = []
     match = _LIST_ITEM.match
     end = len(value)
@@ -136,20 +139,16 @@ def unquote_string(text: str) -> str:
 
 def simple_params(text: str) -> tuple[tuple[str, str | None], ...] | None:
     """Split parameters that matched ``_SIMPLE_PARAMS``; None when a quoted value holds a ";"."""
-    if '"' not in text:
-        return tuple([(name.lower(), value if equals else None) for name, equals, value in _partitions(text)])
+    # Plain loops: in Python 3.11 a comprehension costs a function call.
     simple = []
-    for name, equals, value in _partitions(text):
+    for item in text[1:].split(";"):
+        name, equals, value = item.partition("=")
         if value[:1] == '"':
             if len(value) < 2 or value[-1] != '"':
                 return None
             value = value[1:-1]
         simple.append((name.lower(), value if equals else None))
     return tuple(simple)
-
-
-def _partitions(text: str) -> list[tuple[str, str, str]]:
-    return [item.partition("=") for item in text[1:].split(";")]
 
 
 def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
@@ -194,7 +193,9 @@ def parse_name_addr(value: str) -> tuple[str | None, str, tuple[tuple[str, str |
         quoted, bare, uri, rest = match.groups()
         params = simple_params(rest) if rest else ()
         if params is not None:
-            return quoted if quoted is not None else (" ".join(bare.split()) or None), uri, params
+            if quoted is not None:
+                return quoted, uri, params
+            return (" ".join(bare.split()) or None) if bare else None, uri, params
     if text.startswith('"'):
         close = _closing_quote(text)
         display = unquote_string(text[: close + 1])

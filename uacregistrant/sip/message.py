@@ -183,7 +183,10 @@ class Message:
         """Every value of every header line with this name, comma lists split."""
         known = _CANONICAL.get
         wanted = known(name) or canonical_name(name)
-        values = [value for key, value in self.headers if (known(key) or canonical_name(key)) == wanted]
+        values = []
+        for key, value in self.headers:
+            if (known(key) or canonical_name(key)) == wanted:
+                values.append(value)
         if wanted in COMMA_FREE:
             return values
         if len(values) == 1:
@@ -231,7 +234,10 @@ class Message:
 
     @property
     def contacts(self) -> list[Contact]:
-        return [parse_contact(value) for value in self.header_values("Contact")]
+        contacts = []
+        for value in self.header_values("Contact"):
+            contacts.append(parse_contact(value))
+        return contacts
 
     @property
     def expires(self) -> int | None:
@@ -422,10 +428,8 @@ def _response(start_line: str, headers: list[tuple[str, str]], body: bytes) -> R
     code = parts[1]
     if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
         raise ParseError("bad status code")
-    reason = parts[2] if len(parts) == 3 else ""
-    if "\r" in reason or "\n" in reason:
-        raise ParseError("bad reason phrase")
-    return Response(int(code), reason, headers, body)
+    # No CR or LF can be left in the reason: parse_message rejected bare ones.
+    return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body)
 
 
 def _request(start_line: str, headers: list[tuple[str, str]], body: bytes) -> Request:
