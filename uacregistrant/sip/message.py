@@ -87,16 +87,16 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self.param("branch")
+        return _param(self.params, "branch")
 
     @property
     def received(self) -> str | None:
-        return self.param("received")
+        return _param(self.params, "received")
 
     @property
     def rport(self) -> int | None:
         """The rport value a server filled in (RFC 3581); None when absent or empty."""
-        value = self.param("rport")
+        value = _param(self.params, "rport")
         if not value:
             return None
         if not value.isdigit() or not 1 <= int(value) <= 65535:
@@ -148,7 +148,7 @@ class Contact:
 
     @property
     def expires(self) -> int | None:
-        value = self.param("expires")
+        value = _param(self.params, "expires")
         return None if value is None else parse_delta_seconds(value)
 
     @property
