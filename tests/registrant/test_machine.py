@@ -432,3 +432,20 @@ def test_operator_actions_on_unknown_records_raise_key_error():
     engine, _, _ = make_engine()
     with pytest.raises(KeyError):
         engine.enable(RecordKey("sip:x@y", "sip:x@z", "sip:y"))
+
+
+def test_a_window_of_registrations_in_flight_holds_back_the_rest():
+    engine, sender, clock = make_engine()
+    engine.scheduler.max_in_flight = 5
+    engine.apply([record(aor=f"sip:w{i}@example.test") for i in range(20)])
+    engine.start()
+    clock.pump([1] * TI)
+    assert len(sender.sent) == 5
+    assert engine.scheduler.in_flight == 5
+    for _ in range(3):
+        reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
+    assert len(sender.sent) == 5  # each settled one let the next go
+    while sender.sent:
+        reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
+    assert engine.state_counts()["REGISTERED_STATE"] == 20
+    assert engine.scheduler.in_flight == 0

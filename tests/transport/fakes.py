@@ -34,6 +34,10 @@ class FakeUDPPort:
     def write(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent.append((self.reactor.seconds(), data, addr))
 
+    def __post_init__(self) -> None:
+        # The protocol writes straight to the socket handle.
+        self.handle.sendto = self.write
+
     def getHost(self) -> IPv4Address | IPv6Address:
         if ":" in self.host:
             return IPv6Address("UDP", self.host, self.port)

@@ -342,7 +342,7 @@ def test_a_refused_send_is_a_transport_error() -> None:
     def refuse(data: bytes, addr: tuple[str, int]) -> None:
         raise OSError("Network is unreachable")
 
-    h.port.write = refuse
+    h.port.handle.sendto = refuse
     [failure] = results(h.layer.send_request(register(), REGISTRAR))
     assert failure.check(TransportError)
     assert "Network is unreachable" in str(failure.value)

@@ -104,7 +104,7 @@ class Engine:
         wanted = {record.key: record for record in records}
         for key, config in wanted.items():
             self.upsert(config)
-        gone = [r.config.key for r in self.scheduler if r.config.key not in wanted]
+        gone = [r.key for r in self.scheduler if r.key not in wanted]
         return DeferredList([self.remove(key) for key in gone])
 
     def upsert(self, config: RecordConfig) -> Registrant:
@@ -243,6 +243,7 @@ class Engine:
     # -- observers ------------------------------------------------------------------
 
     def _on_transition(self, registrant: Registrant, old: State, new: State) -> None:
+        self.scheduler.note_transition(old, new)
         for observer in self.observers:
             observer(registrant, old, new)
 

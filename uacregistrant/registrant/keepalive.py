@@ -48,7 +48,7 @@ class Keepalives:
         self._flow_of: dict[RecordKey, tuple] = {}
 
     def on_transition(self, registrant: Registrant, old: State, new: State) -> None:
-        key = registrant.config.key
+        key = registrant.key
         if new is State.REGISTERED_STATE:
             period = self._period(registrant)
             if period:

@@ -57,6 +57,7 @@ class Registrant:
 
     __slots__ = (
         "config",
+        "key",
         "ctx",
         "state",
         "enabled",
@@ -90,6 +91,7 @@ class Registrant:
 
     def __init__(self, config: RecordConfig, ctx: Context) -> None:
         self.config = config
+        self.key = config.key  # made once: the scheduler looks it up per visit
         self.ctx = ctx
         self.state = State.NOT_REGISTERED_STATE
         # The last state with nothing in flight: tells a routine refresh from a change.

@@ -24,7 +24,7 @@ log = Logger()
 
 def snapshot(registrant: Registrant, now: float) -> RuntimeState:
     return RuntimeState(
-        key=registrant.config.key,
+        key=registrant.key,
         call_id=registrant.call_id,
         from_tag=registrant.from_tag,
         cseq=registrant.cseq,
@@ -56,7 +56,7 @@ class RuntimeWriter:
     def _changed(self, registrant: Registrant, old: State, new: State) -> None:
         if not self.active(registrant):
             return
-        self._dirty[registrant.config.key] = registrant
+        self._dirty[registrant.key] = registrant
         if self._call is None and self._writing is None:
             self._call = self.clock.callLater(self.delay, self.flush)
 
@@ -128,7 +128,7 @@ def resume(
     """
     resumed = 0
     for registrant in engine:
-        state = saved.get(registrant.config.key)
+        state = saved.get(registrant.key)
         if (
             state is None
             or not select(registrant)

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from .machine import Registrant
 from .record import RecordKey
+from .states import IN_FLIGHT, State
 
 log = Logger()
 
@@ -28,13 +29,20 @@ def bucket_of(aor: str, buckets: int) -> int:
     return zlib.crc32(aor.encode()) & (buckets - 1)
 
 
+MAX_IN_FLIGHT = 1000
+
+
 class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; rate 0 means no limit."""
+    """``rate`` tokens a second, at most ``burst`` saved up; rate 0 means no limit.
+
+    The default burst is 50 ms worth: a reactor that was busy for a while
+    must not make up for it with one large burst.
+    """
 
     def __init__(self, clock: IReactorTime, rate: float, burst: float | None = None) -> None:
         self.clock = clock
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
+        self.burst = burst if burst is not None else max(1.0, rate / 20)
         self.tokens = self.burst
         self.stamp = clock.seconds()
 
@@ -62,6 +70,7 @@ class Scheduler:
         hash_size: int,
         timer_interval: float,
         max_register_rate: float = 0,
+        max_in_flight: int = MAX_IN_FLIGHT,
         active: Callable[[Registrant], bool] | None = None,
     ) -> None:
         self.clock = clock
@@ -71,11 +80,17 @@ class Scheduler:
         # Whether this node registers the record now (clustering); all by default.
         self.active = active or (lambda registrant: True)
         self.rate_limited = 0
+        # A window on registrations in flight: when replies come late (an
+        # overloaded registrar, or this process), fewer new ones start, instead
+        # of more retransmissions piling up.
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
         self.on_rate_limited: Callable[[], None] | None = None
         self._next_bucket = 0
         self._queue: deque[Registrant] = deque()
         self._queued: set[RecordKey] = set()
         self._pump_call: IDelayedCall | None = None
+        self._pumping = False
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
 
@@ -92,7 +107,7 @@ class Scheduler:
         return self.buckets[bucket_of(key.aor, len(self.buckets))].get(key)
 
     def add(self, registrant: Registrant) -> None:
-        key = registrant.config.key
+        key = registrant.key
         self.buckets[bucket_of(key.aor, len(self.buckets))][key] = registrant
 
     def remove(self, key: RecordKey) -> Registrant | None:
@@ -133,27 +148,46 @@ class Scheduler:
         self._kick()
 
     def enqueue(self, registrant: Registrant) -> None:
-        key = registrant.config.key
+        key = registrant.key
         if key not in self._queued:
             self._queued.add(key)
             self._queue.append(registrant)
 
+    def note_transition(self, old: State, new: State) -> None:
+        """Keep count of registrations in flight; a freed place lets the next one go."""
+        if new in IN_FLIGHT:
+            if old not in IN_FLIGHT:
+                self.in_flight += 1
+        elif old in IN_FLIGHT:
+            self.in_flight -= 1
+            if self._queue and self.in_flight < self.max_in_flight:
+                self._kick()
+
     def _kick(self) -> None:
-        if self._pump_call is None:  # else the pump is waiting for a token already
-            self._pump()
+        # Not while the pump waits for a token, nor from inside the pump itself
+        # (a reply that settles synchronously would nest pumps).
+        if self._pump_call is None and not self._pumping:
+            self._pumping = True
+            try:
+                self._pump()
+            finally:
+                self._pumping = False
+
+    def _resume(self) -> None:
+        self._pump_call = None
+        self._kick()
 
     def _pump(self) -> None:
-        self._pump_call = None
         queue = self._queue
-        while queue:
+        while queue and self.in_flight < self.max_in_flight:
             if not self.limiter.take():
                 self.rate_limited += 1  # one wait for a token
                 if self.on_rate_limited is not None:
                     self.on_rate_limited()
-                self._pump_call = self.clock.callLater(self.limiter.wait(), self._pump)
+                self._pump_call = self.clock.callLater(self.limiter.wait(), self._resume)
                 return
             registrant = queue.popleft()
-            self._queued.discard(registrant.config.key)
+            self._queued.discard(registrant.key)
             # Still due? An operator or a reply may have acted meanwhile.
             now = self.clock.seconds()
             if registrant.due(now) and self.active(registrant):

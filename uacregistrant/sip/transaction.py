@@ -111,8 +111,11 @@ class ClientTransaction:
     @property
     def deadline(self) -> float | None:
         """The earliest pending timer, or None when nothing is armed."""
-        pending = [t for t in (self._timer_e, self._timer_f, self._timer_k) if t is not None]
-        return min(pending, default=None)
+        earliest = self._timer_f
+        for due in (self._timer_e, self._timer_k):
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+        return earliest
 
     def on_timer(self, now: float) -> list[Effect]:
         """Fire every timer due at ``now`` (Timer F wins over a simultaneous E)."""

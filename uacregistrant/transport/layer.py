@@ -101,6 +101,8 @@ class TransactionLayer:
         self._streams: list[StreamSocket] = []
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.stats = Counters()
+        self._socket_cache: dict[tuple, SocketSpec] = {}
+        self._udp_senders: dict[SocketSpec, SIPDatagramProtocol] = {}
         # Called with the Destination of every outgoing TCP/TLS connection that
         # closes: a registration over it has lost its flow (RFC 5626 §4.4).
         self.flow_observers: list[Callable[[Destination], None]] = []
@@ -115,10 +117,13 @@ class TransactionLayer:
             bound = SocketSpec("udp", spec.host, port.getHost().port)
             protocol.spec = bound
             self._udp.append((bound, protocol, port))
+            self._udp_senders[bound] = protocol
+            self._socket_cache.clear()
             return bound
         stream = StreamSocket(spec, self._reactor, self._tls, self)
         bound = stream.listen()
         self._streams.append(stream)
+        self._socket_cache.clear()
         return bound
 
     @property
@@ -133,9 +138,19 @@ class TransactionLayer:
         closing += [stream.close() for stream in self._streams]
         self._udp.clear()
         self._streams.clear()
+        self._udp_senders.clear()
+        self._socket_cache.clear()
         return defer.gatherResults(closing).addCallback(lambda _: None)
 
     def _socket_for(self, destination: Destination, local: SocketSpec | None) -> SocketSpec:
+        # Per REGISTER: remembered by (transport, family, local).
+        key = (destination.transport, destination.family, local)
+        spec = self._socket_cache.get(key)
+        if spec is None:
+            spec = self._socket_cache[key] = self._find_socket(destination, local)
+        return spec
+
+    def _find_socket(self, destination: Destination, local: SocketSpec | None) -> SocketSpec:
         for spec in self.sockets:
             suits = spec.transport == destination.transport and spec.family == destination.family
             if suits and (local is None or spec == local):
@@ -170,7 +185,7 @@ class TransactionLayer:
         self.stats.requests_sent += 1
         self._reschedule(pending)
         if spec.transport == "udp":
-            protocol = next(protocol for bound, protocol, _ in self._udp if bound == spec)
+            protocol = self._udp_senders[spec]
             pending.send = lambda data: protocol.send(data, destination.host, destination.port)
             self._write(pending)
         else:
@@ -300,8 +315,7 @@ class TransactionLayer:
         except TransportError as error:
             return defer.fail(error)
         if spec.transport == "udp":
-            protocol = next(protocol for bound, protocol, _ in self._udp if bound == spec)
-            protocol.send(KEEPALIVE, destination.host, destination.port)
+            self._udp_senders[spec].send(KEEPALIVE, destination.host, destination.port)
             return defer.succeed(None)
         stream = next(stream for stream in self._streams if stream.spec == spec)
         return defer.maybeDeferred(stream.connection_for, destination).addCallback(

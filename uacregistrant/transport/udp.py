@@ -26,7 +26,7 @@ class SIPDatagramProtocol(DatagramProtocol):
         self._receiver = receiver
 
     def startProtocol(self) -> None:
-        handle = self.transport.getHandle()
+        handle = self._socket = self.transport.getHandle()
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:
                 handle.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
@@ -37,5 +37,13 @@ class SIPDatagramProtocol(DatagramProtocol):
         self._receiver.datagram_received(self, data, (addr[0], addr[1]))
 
     def send(self, data: bytes, host: str, port: int) -> None:
-        """Write one datagram; raises OSError when the kernel refuses it."""
-        self.transport.write(data, (host, port))
+        """Write one datagram; raises OSError when the kernel refuses it.
+
+        Straight to the socket: destinations are IP literals checked when the
+        Destination was made, and Twisted's write() checks every address again
+        (three times, the hottest line of a REGISTER burst).
+        """
+        try:
+            self._socket.sendto(data, (host, port))
+        except InterruptedError:
+            self._socket.sendto(data, (host, port))
