@@ -73,6 +73,9 @@ class Sample:
     timeouts: int | None
     registrant_drops: int
     registrar_drops: int
+    # Ours: PSS again once finished transactions (Timer K) and batched
+    # writes are done, which is what a record costs while it stays registered.
+    steady_pss_kib: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +355,10 @@ def run_ours(records: int, registrar_port: int, workdir: Path, args: argparse.Na
         pss, rss = pss_kib(pids), rss_kib(pids)
         hwm = _kib(f"/proc/{service.pid}/status", "VmHWM")
         drops = udp_drops(sip_port), udp_drops(registrar_port)
+        steady = None
+        if args.settle > 0 and profile is None:
+            time.sleep(args.settle)
+            steady = pss_kib(process_tree(service.pid))
         if sampler is not None:
             sampler.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             sampler.process.wait(60)
@@ -360,7 +367,7 @@ def run_ours(records: int, registrar_port: int, workdir: Path, args: argparse.Na
         rss_kib=rss, hwm_kib=hwm,
         retransmissions=int(metrics.get("uac_registrant_retransmissions_total", 0)),
         timeouts=int(metrics.get("uac_registrant_transaction_timeouts_total", 0)),
-        registrant_drops=drops[0], registrar_drops=drops[1],
+        registrant_drops=drops[0], registrar_drops=drops[1], steady_pss_kib=steady,
     )
 
 
@@ -456,6 +463,9 @@ def report(figures: Figures) -> None:
     print(f"  PSS {run.pss_kib / 1024:.1f} MiB (baseline {base.pss_kib / 1024:.1f} MiB):"
           f" {figures.pss_per_record_kib:.2f} KiB per record")
     print(f"  RSS {run.rss_kib / 1024:.1f} MiB summed over processes: {figures.rss_per_record_kib:.2f} KiB per record")
+    if run.steady_pss_kib is not None and base.pss_kib:
+        per_record = (run.steady_pss_kib - base.pss_kib) / max(1, run.records - base.records)
+        print(f"  steady-state PSS {run.steady_pss_kib / 1024:.1f} MiB: {per_record:.2f} KiB per record")
     if run.hwm_kib is not None:
         print(f"  peak RSS (VmHWM) {run.hwm_kib / 1024:.1f} MiB")
     if run.retransmissions is not None:
@@ -490,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timer-interval", type=int, default=2, help="ours: --timer-interval")
     parser.add_argument("--max-register-rate", type=float, default=2000,
                         help="ours: --max-register-rate (0: no limit; 2000 keeps every burst within the socket buffers)")
+    parser.add_argument("--settle", type=float, default=10,
+                        help="ours: seconds to wait after all are registered before the steady-state PSS")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="instead of measuring: one run of ours per N under py-spy, collapsed stacks to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, tables)")

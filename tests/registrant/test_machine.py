@@ -449,3 +449,28 @@ def test_a_window_of_registrations_in_flight_holds_back_the_rest():
         reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
     assert engine.state_counts()["REGISTERED_STATE"] == 20
     assert engine.scheduler.in_flight == 0
+
+
+def test_state_counts_follow_every_change():
+    engine, sender, clock = make_engine()
+    configs = [record(aor=f"sip:c{i}@example.test") for i in range(4)]
+    engine.apply(configs)
+
+    def recount():
+        counts = {}
+        for registrant in engine:
+            counts[registrant.state.name] = counts.get(registrant.state.name, 0) + 1
+        return {name: n for name, n in engine.state_counts().items() if n} == counts
+
+    assert recount()
+    engine.start()
+    clock.pump([1] * TI)
+    assert recount()
+    reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
+    reply(sender.pop(), 403, "Forbidden")
+    assert recount()
+    engine.apply(configs[:3])  # one dropped (unregistered if bound)
+    while sender.sent:
+        reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
+    assert recount()
+    assert sum(engine.state_counts().values()) == len(engine)

@@ -70,6 +70,8 @@ class Engine:
             max_register_rate=max_register_rate,
         )
         self._sockets: dict[str, SocketSpec] = {}
+        # Kept up to date on every transition, so a metrics scrape costs nothing per record.
+        self._counts = {state: 0 for state in State}
         # Optional sender capabilities (the transaction layer has both).
         self.keepalives: Keepalives | None = None
         send_keepalive = getattr(sender, "send_keepalive", None)
@@ -112,6 +114,7 @@ class Engine:
         if registrant is None:
             registrant = Registrant(config, self.ctx)
             self.scheduler.add(registrant)
+            self._counts[registrant.state] += 1
         elif registrant.config != config:
             registrant.reconfigure(config)
             if registrant.due(self.clock.seconds()):
@@ -127,6 +130,7 @@ class Engine:
         def drop(_: object) -> None:
             if self.scheduler.get(key) is registrant:
                 self.scheduler.remove(key)
+                self._counts[registrant.state] -= 1
             registrant.stop()
 
         return registrant.unregister().addCallback(drop)
@@ -243,6 +247,8 @@ class Engine:
     # -- observers ------------------------------------------------------------------
 
     def _on_transition(self, registrant: Registrant, old: State, new: State) -> None:
+        self._counts[old] -= 1
+        self._counts[new] += 1
         self.scheduler.note_transition(old, new)
         for observer in self.observers:
             observer(registrant, old, new)
@@ -271,7 +277,4 @@ class Engine:
         )
 
     def state_counts(self) -> dict[str, int]:
-        counts = {state.name: 0 for state in State}
-        for registrant in self.scheduler:
-            counts[registrant.state.name] += 1
-        return counts
+        return {state.name: count for state, count in self._counts.items()}
