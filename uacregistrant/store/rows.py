@@ -7,7 +7,9 @@ the ``*_column`` parameters call them in the database) and leaves as a
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +114,14 @@ def _required(row: Mapping[str, object], name: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _check_server_uri(name: str, text: str) -> str:
+    """A registrar or proxy URI, checked once per distinct text (thousands of rows
+    share a few) and interned, so those rows share one string."""
+    _check_uri(name, text, user_allowed=False)
+    return sys.intern(text)
+
+
 def _check_uri(name: str, text: str, *, user_allowed: bool = True) -> None:
     try:
         uri = parse_uri(text)
@@ -178,10 +188,10 @@ def record_from_row(
     registrar = _required(row, "registrar")
     aor = _required(row, "aor")
     binding_uri = _required(row, "binding_uri")
-    _check_uri("registrar", registrar, user_allowed=False)
+    registrar = _check_server_uri("registrar", registrar)
     proxy = _text(row, "proxy")
     if proxy is not None:
-        _check_uri("proxy", proxy, user_allowed=False)
+        proxy = _check_server_uri("proxy", proxy)
     _check_uri("aor", aor)
     third_party = _text(row, "third_party_registrant")
     if third_party is not None:
@@ -190,6 +200,7 @@ def record_from_row(
     binding_params = _text(row, "binding_params")
     if binding_params is not None:
         _check_binding_params(binding_params)
+        binding_params = sys.intern(binding_params)
     expiry = _expiry(
         row.get("expiry"), timer_interval=timer_interval, default_expires=default_expires
     )
@@ -199,6 +210,7 @@ def record_from_row(
     cluster_shtag = _text(row, "cluster_shtag")
     if cluster_shtag is not None:
         _check_cluster_shtag(cluster_shtag)
+        cluster_shtag = sys.intern(cluster_shtag)
     row_id = row.get("id")
     return RecordConfig(
         registrar=registrar,

@@ -66,6 +66,9 @@ def _table_exists(txn: Any, name: str) -> bool:
     return txn.fetchone() is not None
 
 
+LOAD_CHUNK = 2000
+
+
 @implementer(IRegistrantStore)
 class SQLiteStore:
     """``SQLiteStore(path, columns)``: one connection, one worker thread (cp_max=1)."""
@@ -158,9 +161,18 @@ class SQLiteStore:
         return [dict(zip(LOGICAL_COLUMNS, row)) for row in txn.fetchall()]
 
     def load(self, validate: Validate) -> Deferred[LoadResult]:
-        d = self.load_rows()
-        d.addCallback(validate_rows, validate)
-        return d
+        # Validated in the database thread, a chunk at a time: 100,000 row
+        # dicts never exist at once, and the reactor thread keeps running.
+        return self._run(self._load, validate)
+
+    def _load(self, txn: Any, validate: Validate) -> LoadResult:
+        txn.execute(self._select)
+        result = LoadResult()
+        while rows := txn.fetchmany(LOAD_CHUNK):
+            chunk = validate_rows([dict(zip(LOGICAL_COLUMNS, row)) for row in rows], validate)
+            result.records.extend(chunk.records)
+            result.skipped.extend(chunk.skipped)
+        return result
 
     def load_row(self, key: RecordKey) -> Deferred[dict[str, object] | None]:
         return self._run(self._load_row, key)
