@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -288,7 +289,8 @@ class Registrant:
 
     def _on_response(self, response: Response) -> None:
         self._pending = None
-        self.last_code, self.last_reason = response.status, response.reason
+        # Interned: thousands of records keep the same few reason phrases.
+        self.last_code, self.last_reason = response.status, sys.intern(response.reason)
         if self.ctx.on_reply is not None:
             self.ctx.on_reply(self, response.status)
         try:

@@ -72,7 +72,6 @@ class _Pending:
     connection: SIPStreamProtocol | None = None
     timer: IDelayedCall | None = None
     failure_reason: str = ""
-    response: Response | None = None
 
 
 @implementer(IRequestSender)
@@ -236,7 +235,7 @@ class TransactionLayer:
         else:
             pending.timer = self._clock.callLater(delay, self._on_timer, pending)
 
-    def _apply(self, pending: _Pending, effects: list[Effect]) -> None:
+    def _apply(self, pending: _Pending, effects: list[Effect], response: Response | None = None) -> None:
         # State first, Deferreds last: a callback may start a new transaction.
         settle: Callable[[], object] | None = None
         for effect in effects:
@@ -249,7 +248,11 @@ class TransactionLayer:
                         "provisional {status} for {method}", status=status, method=pending.transaction.method
                     )
                 case DeliverResponse():
-                    settle = partial(pending.result.callback, pending.response)
+                    settle = partial(pending.result.callback, response)
+                    # Completed: what is left only absorbs retransmitted finals
+                    # until Timer K; the request bytes need not wait with it.
+                    pending.data = b""
+                    pending.send = None
                 case TimedOut():
                     self.stats.timeouts += 1
                     method, destination = pending.transaction.method, pending.destination
@@ -347,8 +350,7 @@ class TransactionLayer:
             self.stats.stray_responses += 1
             self.log.debug("dropping a response that matches no transaction: {status}", status=response.status)
             return
-        pending.response = response
-        self._apply(pending, pending.transaction.on_response(response.status, self._clock.seconds()))
+        self._apply(pending, pending.transaction.on_response(response.status, self._clock.seconds()), response)
 
     def _serve(self, request: Request, reply: Callable[[Request, Response], None]) -> None:
         if request.method == "ACK":
