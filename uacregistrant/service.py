@@ -129,11 +129,11 @@ class RegistrantService(MultiService):
         self._on_fatal = on_fatal or (lambda why: None)
         self._mi_port = None
         self.mi_address = None
-        # -- clustering (SPEC §2.6): sharing tags decide which records this node registers --
+        # Clustering (SPEC §2.6): sharing tags decide which records this node registers.
         self.cluster: ShtagManager | None = None
         if config.enable_clustering:
             self.cluster = ShtagManager.for_service(self)
-        # -- end clustering --
+        self._socket_names: tuple[str, ...] = ()
 
     # -- embedding ---------------------------------------------------------------
 
@@ -143,12 +143,11 @@ class RegistrantService(MultiService):
 
     def validate(self, row) -> object:
         """A table row as a RecordConfig, or RowError (SPEC §1.2)."""
-        sockets = [str(spec) for spec in self.layer.sockets] if self.layer is not None else ()
         return record_from_row(
             row,
             timer_interval=self.config.timer_interval,
             default_expires=self.config.default_expires,
-            sockets=sockets,
+            sockets=self._socket_names,
         )
 
     # -- life cycle ------------------------------------------------------------------
@@ -160,21 +159,19 @@ class RegistrantService(MultiService):
                 bound = self.layer.listen(parse_socket(text))
                 if bound.transport != "tls" or self.config.tls_cert_file:
                     log.info("listening on {socket}", socket=str(bound))
+            # What forced_socket may name (SPEC §1.2).
+            self._socket_names = tuple(str(spec) for spec in self.layer.sockets)
         if self._serve_mi:
             self._start_mi()
         self.loaded = self._load()
-        # -- clustering --
         if self.cluster is not None:
             self.cluster.start()
-        # -- end clustering --
 
     def _start_mi(self) -> None:
         commands = RegistrantCommands(self.engine, self.store, self.validate)
         table = commands.table()
-        # -- clustering --
         if self.cluster is not None:
             ClusterCommands(self.cluster).add_to(table)
-        # -- end clustering --
         mi = MIResource(table, token=self.config.mi_token, on_call=self.metrics.mi_call)
         # The status page at / keeps its script, style and JSON under /status/.
         status = StatusResource(self.engine, token=self.config.mi_token)
@@ -246,11 +243,10 @@ class RegistrantService(MultiService):
     def stopService(self) -> Deferred:
         if self._db_wait is not None:
             self._db_wait.cancel()
-        # -- clustering: hand the tags over first; their records are then not bound
-        # here, so the shutdown does not unREGISTER what another node takes over --
+        # Hand the sharing tags over first: their records are then not bound here,
+        # so the shutdown does not unREGISTER what another node takes over.
         if self.cluster is not None:
             yield self.cluster.stop()
-        # -- end clustering --
         yield self.engine.shutdown(self.config.unregister_on_shutdown, self.config.shutdown_timeout)
         yield self.runtime.stop()
         if self.events is not None:
