@@ -33,6 +33,7 @@ from .registrant.machine import Registrant
 from .registrant.persist import RuntimeWriter, resume
 from .registrant.policy import Timing
 from .registrant.states import State
+from .sip.randomness import BufferedRandom
 from .store import make_store
 from .store.interface import IRegistrantStore, StoreUnavailable
 from .store.rows import Columns, record_from_row
@@ -81,6 +82,7 @@ class RegistrantService(MultiService):
             self.layer = TransactionLayer(
                 reactor,
                 reactor,
+                random=BufferedRandom(),
                 user_agent=config.user_agent,
                 tls=TLSSettings(
                     ca_file=config.tls_ca_file,

@@ -96,17 +96,28 @@ class Metrics:
         self._rate_limited = counter(
             "uac_registrant_rate_limited", "REGISTERs delayed by the global rate limit"
         )
+        self._sent_children: dict[str, Counter] = {}
+        self._reply_children: dict[int, Counter] = {}
         self._mi_calls = counter(
             "uac_registrant_mi_calls", "MI commands called", ("method", "result")
         )
 
     def register_sent(self, kind: str) -> None:
-        if kind not in REGISTER_KINDS:
-            raise ValueError(f"unknown REGISTER kind {kind!r}")
-        self._register_sent.labels(kind=kind).inc()
+        child = self._sent_children.get(kind)
+        if child is None:
+            if kind not in REGISTER_KINDS:
+                raise ValueError(f"unknown REGISTER kind {kind!r}")
+            child = self._sent_children[kind] = self._register_sent.labels(kind=kind)
+        child.inc()
 
     def reply(self, code: int) -> None:
-        self._replies.labels(**{"class": f"{code // 100}xx", "code": str(code)}).inc()
+        # Children looked up once: this runs for every reply.
+        child = self._reply_children.get(code)
+        if child is None:
+            child = self._reply_children[code] = self._replies.labels(
+                **{"class": f"{code // 100}xx", "code": str(code)}
+            )
+        child.inc()
 
     def auth_failure(self) -> None:
         self._auth_failures.inc()

@@ -14,8 +14,8 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..sip.message import Request
-from ..sip.message import Response
+from ..sip.message import Request, Response
+from ..sip.randomness import BufferedRandom
 from ..transport.dns import Targets
 from ..transport.errors import TransactionTimeout, TransportError
 from ..transport.interfaces import IRequestSender
@@ -58,7 +58,9 @@ class Engine:
             send=self._send,
             timing=timing,
             user_agent=user_agent,
-            random=rng or random.SystemRandom(),
+            # A seeded rng (tests) makes the tokens repeatable too.
+            random=rng or random.Random(),
+            random_bytes=rng.randbytes if rng is not None else BufferedRandom(),
             on_transition=self._on_transition,
             on_sent=self._on_sent,
             on_reply=self._on_reply,

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from ..sip import digest
 from ..sip.errors import ParseError, SIPError
 from ..sip.message import Response
+from ..sip.randomness import BufferedRandom
 from ..sip.uri import parse_uri, uri_equal
 from ..transport.errors import TransactionTimeout
 from .policy import Timing, refresh_at, retry_delay
@@ -44,13 +45,15 @@ class Context:
     send: Callable[["Registrant", object], Deferred]
     timing: Timing
     user_agent: str = ""
-    random: random.Random = field(default_factory=random.SystemRandom)
+    # Jitter only; tokens on the wire come from random_bytes.
+    random: random.Random = field(default_factory=random.Random)
+    random_bytes: Callable[[int], bytes] = field(default_factory=BufferedRandom)
     on_transition: Callable[["Registrant", State, State], None] | None = None
     on_sent: Callable[["Registrant", str], None] | None = None
     on_reply: Callable[["Registrant", int], None] | None = None
 
     def token(self, nbytes: int) -> str:
-        return self.random.getrandbits(nbytes * 8).to_bytes(nbytes, "big").hex()
+        return self.random_bytes(nbytes).hex()
 
 
 class Registrant:
@@ -402,7 +405,7 @@ class Registrant:
             password=config.password,
             method="REGISTER",
             uri=config.registrar,
-            cnonce=digest.new_cnonce(self.ctx.random.randbytes),
+            cnonce=digest.new_cnonce(self.ctx.random_bytes),
         )
         if self._kind == REGISTER:
             self._transition(State.AUTHENTICATING_STATE)

@@ -10,7 +10,8 @@ _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 def _family(host: str) -> int:
-    return ipaddress.ip_address(host).version
+    # An IP literal has a colon exactly when it is IPv6 (validated where made).
+    return 6 if ":" in host else 4
 
 
 def _host_port(host: str, port: int) -> str:
