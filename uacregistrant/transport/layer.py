@@ -7,6 +7,7 @@ effects back into writes, one IDelayedCall per transaction and Deferreds.
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -25,6 +26,7 @@ from uacregistrant.sip.transaction import (
     DeliverResponse,
     Effect,
     Retransmit,
+    State as TransactionState,
     Terminated,
     TimedOut,
     Timers,
@@ -101,6 +103,8 @@ class TransactionLayer:
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.stats = Counters()
         self._socket_cache: dict[tuple, SocketSpec] = {}
+        self._completed: deque[tuple[float, _Pending]] = deque()
+        self._purge_call: IDelayedCall | None = None
         self._udp_senders: dict[SocketSpec, SIPDatagramProtocol] = {}
         # Called with the Destination of every outgoing TCP/TLS connection that
         # closes: a registration over it has lost its flow (RFC 5626 §4.4).
@@ -133,6 +137,11 @@ class TransactionLayer:
         """Abandon every transaction, close every socket; no timer is left behind."""
         for pending in list(self._pending.values()):
             pending.result.cancel()
+            self._forget(pending)
+        self._completed.clear()
+        if self._purge_call is not None:
+            self._purge_call.cancel()
+            self._purge_call = None
         closing = [defer.maybeDeferred(port.stopListening) for _, _, port in self._udp]
         closing += [stream.close() for stream in self._streams]
         self._udp.clear()
@@ -217,6 +226,18 @@ class TransactionLayer:
         pending.failure_reason = reason
         self._apply(pending, pending.transaction.on_transport_error(self._clock.seconds()))
 
+    def _purge(self) -> None:
+        """Timer K for every completed transaction whose time has come."""
+        self._purge_call = None
+        now = self._clock.seconds()
+        completed = self._completed
+        while completed and completed[0][0] <= now:
+            _, pending = completed.popleft()
+            if self._pending.get(pending.transaction.key) is pending:
+                self._apply(pending, pending.transaction.on_timer(now))
+        if completed:
+            self._purge_call = self._clock.callLater(completed[0][0] - now, self._purge)
+
     def _on_timer(self, pending: _Pending) -> None:
         pending.timer = None
         self._apply(pending, pending.transaction.on_timer(self._clock.seconds()))
@@ -224,6 +245,21 @@ class TransactionLayer:
     def _reschedule(self, pending: _Pending) -> None:
         deadline = pending.transaction.deadline
         timer = pending.timer
+        if (
+            deadline is not None
+            and pending.transaction.state is TransactionState.COMPLETED
+            and not pending.destination.reliable  # Timer K is 0 there
+        ):
+            # Only Timer K is left, always T4 from now: completed transactions
+            # wait in one FIFO behind one timer instead of one timer each (a
+            # REGISTER burst would otherwise double the reactor's timer heap).
+            if timer is not None:
+                timer.cancel()
+                pending.timer = None
+            self._completed.append((deadline, pending))
+            if self._purge_call is None:
+                self._purge_call = self._clock.callLater(max(0.0, deadline - self._clock.seconds()), self._purge)
+            return
         if deadline is None:
             if timer is not None:
                 timer.cancel()
