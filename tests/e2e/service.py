@@ -13,53 +13,19 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Sequence
 
+from tests.store.conftest import PostgresBackend, SQLiteBackend
+
 ROOT = Path(__file__).resolve().parents[2]
 
-# The OpenSIPS 3.x SQLite script for the table, as an existing deployment has it.
-OPENSIPS_SQLITE = """
-CREATE TABLE version (table_name CHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT version_t_name_idx UNIQUE (table_name));
-INSERT INTO version (table_name, table_version) values ('registrant','3');
-CREATE TABLE registrant (
-    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
-    registrar CHAR(255) DEFAULT '' NOT NULL,
-    proxy CHAR(255) DEFAULT NULL,
-    aor CHAR(255) DEFAULT '' NOT NULL,
-    third_party_registrant CHAR(255) DEFAULT NULL,
-    username CHAR(64) DEFAULT NULL,
-    password CHAR(64) DEFAULT NULL,
-    binding_URI CHAR(255) DEFAULT '' NOT NULL,
-    binding_params CHAR(64) DEFAULT NULL,
-    expiry INTEGER DEFAULT NULL,
-    forced_socket CHAR(64) DEFAULT NULL,
-    cluster_shtag CHAR(64) DEFAULT NULL,
-    state INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT registrant_registrant_idx UNIQUE (aor, binding_URI, registrar)
-);
-"""
-
-# The OpenSIPS 3.x PostgreSQL script (unquoted names: PostgreSQL folds binding_URI).
-OPENSIPS_POSTGRES = """
-CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT version_t_name_idx UNIQUE (table_name));
-INSERT INTO version (table_name, table_version) values ('registrant','3');
-CREATE TABLE registrant (
-    id SERIAL PRIMARY KEY NOT NULL,
-    registrar VARCHAR(255) DEFAULT '' NOT NULL,
-    proxy VARCHAR(255) DEFAULT NULL,
-    aor VARCHAR(255) DEFAULT '' NOT NULL,
-    third_party_registrant VARCHAR(255) DEFAULT NULL,
-    username VARCHAR(64) DEFAULT NULL,
-    password VARCHAR(64) DEFAULT NULL,
-    binding_URI VARCHAR(255) DEFAULT '' NOT NULL,
-    binding_params VARCHAR(64) DEFAULT NULL,
-    expiry INTEGER DEFAULT NULL,
-    forced_socket VARCHAR(64) DEFAULT NULL,
-    cluster_shtag VARCHAR(64) DEFAULT NULL,
-    state INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT registrant_registrant_idx UNIQUE (aor, binding_URI, registrar)
-);
-"""
+_VERSION_ROW = "INSERT INTO version (table_name, table_version) VALUES ('registrant', 3)"
+# The OpenSIPS 3.x scripts, as an existing deployment has the tables.
+OPENSIPS_SQLITE = ";\n".join(
+    (SQLiteBackend.OPENSIPS_VERSION_TABLE, _VERSION_ROW, SQLiteBackend.OPENSIPS_REGISTRANT_V3)
+) + ";"
+# Unquoted names: PostgreSQL folds binding_URI to binding_uri.
+OPENSIPS_POSTGRES = ";\n".join(
+    (PostgresBackend.OPENSIPS_VERSION_TABLE, _VERSION_ROW, PostgresBackend.OPENSIPS_REGISTRANT_V3)
+) + ";"
 
 COLUMNS = ("registrar", "proxy", "aor", "third_party_registrant", "username", "password",
            "binding_URI", "binding_params", "expiry", "forced_socket", "cluster_shtag", "state")
