@@ -103,7 +103,8 @@ class TransactionLayer:
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.stats = Counters()
         self._socket_cache: dict[tuple, SocketSpec] = {}
-        self._completed: deque[tuple[float, _Pending]] = deque()
+        self._completed: deque[tuple[float, tuple[str, str]]] = deque()
+        self._absorbing: dict[tuple[str, str], float] = {}
         self._purge_call: IDelayedCall | None = None
         self._udp_senders: dict[SocketSpec, SIPDatagramProtocol] = {}
         # Called with the Destination of every outgoing TCP/TLS connection that
@@ -139,6 +140,7 @@ class TransactionLayer:
             pending.result.cancel()
             self._forget(pending)
         self._completed.clear()
+        self._absorbing.clear()
         if self._purge_call is not None:
             self._purge_call.cancel()
             self._purge_call = None
@@ -227,14 +229,13 @@ class TransactionLayer:
         self._apply(pending, pending.transaction.on_transport_error(self._clock.seconds()))
 
     def _purge(self) -> None:
-        """Timer K for every completed transaction whose time has come."""
+        """Timer K (§17.1.2.2) for every completed transaction whose time has come."""
         self._purge_call = None
         now = self._clock.seconds()
         completed = self._completed
         while completed and completed[0][0] <= now:
-            _, pending = completed.popleft()
-            if self._pending.get(pending.transaction.key) is pending:
-                self._apply(pending, pending.transaction.on_timer(now))
+            _, key = completed.popleft()
+            self._absorbing.pop(key, None)
         if completed:
             self._purge_call = self._clock.callLater(completed[0][0] - now, self._purge)
 
@@ -250,13 +251,14 @@ class TransactionLayer:
             and pending.transaction.state is TransactionState.COMPLETED
             and not pending.destination.reliable  # Timer K is 0 there
         ):
-            # Only Timer K is left, always T4 from now: completed transactions
-            # wait in one FIFO behind one timer instead of one timer each (a
-            # REGISTER burst would otherwise double the reactor's timer heap).
-            if timer is not None:
-                timer.cancel()
-                pending.timer = None
-            self._completed.append((deadline, pending))
+            # Only Timer K is left, always T4 from now, and all it does is absorb
+            # retransmitted finals: keep just the key, in one FIFO behind one
+            # timer (a REGISTER burst would otherwise hold thousands of
+            # finished transactions and timers for 5 s).
+            self._forget(pending)
+            key = pending.transaction.key
+            self._absorbing[key] = deadline
+            self._completed.append((deadline, key))
             if self._purge_call is None:
                 self._purge_call = self._clock.callLater(max(0.0, deadline - self._clock.seconds()), self._purge)
             return
@@ -383,6 +385,8 @@ class TransactionLayer:
         self.stats.responses_received += 1
         pending = self._pending.get(key)
         if pending is None:
+            if key in self._absorbing:
+                return  # a retransmitted final of a completed transaction
             self.stats.stray_responses += 1
             self.log.debug("dropping a response that matches no transaction: {status}", status=response.status)
             return
