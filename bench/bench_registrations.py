@@ -25,6 +25,7 @@ Ctrl-C too.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -76,6 +77,10 @@ class Sample:
     # Ours: PSS again once finished transactions (Timer K) and batched
     # writes are done, which is what a record costs while it stays registered.
     steady_pss_kib: int | None = None
+    # Ours, in that steady state: the share of one core spent (bucket sweeps,
+    # with no refresh due) and the time a full reg_list takes over HTTP.
+    steady_core_share: float | None = None
+    reg_list_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,10 +360,14 @@ def run_ours(records: int, registrar_port: int, workdir: Path, args: argparse.Na
         pss, rss = pss_kib(pids), rss_kib(pids)
         hwm = _kib(f"/proc/{service.pid}/status", "VmHWM")
         drops = udp_drops(sip_port), udp_drops(registrar_port)
-        steady = None
+        steady = share = listing = None
         if args.settle > 0 and profile is None:
             time.sleep(args.settle)
             steady = pss_kib(process_tree(service.pid))
+            before, clock = cpu_seconds(pids), time.monotonic()
+            time.sleep(args.settle)
+            share = (cpu_seconds(pids) - before) / (time.monotonic() - clock)
+            listing = time_reg_list(mi_port)
         if sampler is not None:
             sampler.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             sampler.process.wait(60)
@@ -368,7 +377,21 @@ def run_ours(records: int, registrar_port: int, workdir: Path, args: argparse.Na
         retransmissions=int(metrics.get("uac_registrant_retransmissions_total", 0)),
         timeouts=int(metrics.get("uac_registrant_transaction_timeouts_total", 0)),
         registrant_drops=drops[0], registrar_drops=drops[1], steady_pss_kib=steady,
+        steady_core_share=share, reg_list_s=listing,
     )
+
+
+def time_reg_list(mi_port: int) -> float:
+    """Seconds until the whole reg_list reply has arrived (read, not parsed)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": "1", "method": "reg_list", "params": {}}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{mi_port}/mi", data=body, headers={"Content-Type": "application/json"}
+    )
+    start = time.monotonic()
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        while reply.read(1 << 20):
+            pass
+    return time.monotonic() - start
 
 
 # -- Kamailio's uac module ----------------------------------------------------------------------
@@ -466,6 +489,9 @@ def report(figures: Figures) -> None:
     if run.steady_pss_kib is not None and base.pss_kib:
         per_record = (run.steady_pss_kib - base.pss_kib) / max(1, run.records - base.records)
         print(f"  steady-state PSS {run.steady_pss_kib / 1024:.1f} MiB: {per_record:.2f} KiB per record")
+    if run.steady_core_share is not None:
+        print(f"  steady state: {100 * run.steady_core_share:.2f} % of one core"
+              f" (baseline {100 * (base.steady_core_share or 0):.2f} %); reg_list of all in {run.reg_list_s:.2f} s")
     if run.hwm_kib is not None:
         print(f"  peak RSS (VmHWM) {run.hwm_kib / 1024:.1f} MiB")
     if run.retransmissions is not None:
