@@ -99,3 +99,30 @@ def test_a_standby_writes_nothing():
     engine.force_register(record().key)
     clock.advance(5)
     assert sender.sent == [] and store.runtime == {}
+
+
+def test_a_backlog_is_written_in_batches_and_stop_writes_it_all():
+    from uacregistrant.registrant import persist
+
+    store = MemoryStore()
+    engine, sender, clock = make_engine()
+    engine.scheduler.max_in_flight = 10**6
+    writer = RuntimeWriter(engine, store, clock, delay=1.0)
+    sizes = []
+    save = store.save_runtime
+    store.save_runtime = lambda states: (sizes.append(len(states)), save(states))[1]
+    configs = [record(aor=f"sip:b{i}@example.test") for i in range(persist.BATCH * 2 + 5)]
+    engine.apply(configs)
+    for config in configs:
+        engine.force_register(config.key)
+    clock.advance(1)
+    clock.advance(0)  # the backlog goes on at once, batch after batch
+    clock.advance(0)
+    assert sizes == [persist.BATCH, persist.BATCH, 5]
+    assert len(store.runtime) == len(configs)
+    for s in list(sender.sent):
+        reply(s, 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
+    engine.shutdown(unregister=False, timeout=1)
+    writer.stop()
+    assert all(state.state == State.REGISTERED_STATE for state in store.runtime.values())
+    assert clock.getDelayedCalls() == []

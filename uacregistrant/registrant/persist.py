@@ -7,9 +7,10 @@ never holds up a registration.
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -20,6 +21,8 @@ from .record import RecordKey
 from .states import State
 
 log = Logger()
+
+BATCH = 1000
 
 
 def snapshot(registrant: Registrant, now: float) -> RuntimeState:
@@ -69,11 +72,16 @@ class RuntimeWriter:
             return self._writing
         if not self._dirty:
             return succeed(None)
-        # A record this node gave up since it changed belongs to another node now.
-        batch = {key: r for key, r in self._dirty.items() if self.active(r)}
-        self._dirty = {}
+        # At most BATCH rows a write: a registration burst does not build one
+        # huge batch (memory) or hold the database thread long.
+        batch = {}
+        for key in list(itertools.islice(self._dirty, BATCH)):
+            registrant = self._dirty.pop(key)
+            # A record this node gave up since it changed belongs to another node now.
+            if self.active(registrant):
+                batch[key] = registrant
         if not batch:
-            return succeed(None)
+            return self.flush() if self._dirty else succeed(None)
         now = self.clock.seconds()
         states = [snapshot(registrant, now) for registrant in batch.values()]
         writing = self._writing = self.store.save_runtime(states)
@@ -84,7 +92,9 @@ class RuntimeWriter:
         self._writing = None
         self.failures = 0
         if self._dirty:
-            self._call = self.clock.callLater(self.delay, self.flush)
+            # A backlog goes on at once; fresh changes wait for the next batch.
+            later = 0 if len(self._dirty) >= BATCH else self.delay
+            self._call = self.clock.callLater(later, self.flush)
 
     def _failed(self, failure, batch: dict[RecordKey, Registrant]) -> None:
         self._writing = None
@@ -100,9 +110,15 @@ class RuntimeWriter:
         )
         self._call = self.clock.callLater(retry, self.flush)
 
+    @inlineCallbacks
     def stop(self) -> Deferred:
-        """One last write; no timer left behind."""
-        return self.flush().addErrback(lambda _: None).addBoth(self._cancel)
+        """Write everything left (until a write fails); no timer left behind."""
+        failures = self.failures
+        while self._dirty or self._writing is not None:
+            yield self.flush()
+            if self.failures > failures:
+                break
+        self._cancel(None)
 
     def _cancel(self, _: object) -> None:
         if self._call is not None and self._call.active():
