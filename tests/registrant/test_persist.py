@@ -116,8 +116,9 @@ def test_a_backlog_is_written_in_batches_and_stop_writes_it_all():
     for config in configs:
         engine.force_register(config.key)
     clock.advance(1)
-    clock.advance(0)  # the backlog goes on at once, batch after batch
-    clock.advance(0)
+    clock.advance(0)  # a full backlog goes on at once, batch after batch
+    assert sizes == [persist.BATCH, persist.BATCH]
+    clock.advance(1)  # a small rest waits for the next batch
     assert sizes == [persist.BATCH, persist.BATCH, 5]
     assert len(store.runtime) == len(configs)
     for s in list(sender.sent):
