@@ -41,7 +41,7 @@ from uacregistrant.store.interface import (
     validate_rows,
 )
 from uacregistrant.store.rows import LOGICAL_COLUMNS, Columns, row_from_record
-from uacregistrant.store.schema import RUNTIME_COLUMNS, quote_identifier
+from uacregistrant.store.schema import RUNTIME_COLUMNS, key_params, quote_identifier, runtime_params
 
 T = TypeVar("T")
 
@@ -416,7 +416,7 @@ class PostgresStore:
     async def _load_row(self, cursor: Any, key: RecordKey) -> dict[str, object] | None:
         await cursor.execute(
             f"{self._select} WHERE {self._where_key}",
-            _key_params(key),
+            key_params(key),
         )
         row = cursor.fetchone()
         return None if row is None else dict(zip(LOGICAL_COLUMNS, row))
@@ -428,7 +428,7 @@ class PostgresStore:
         await cursor.execute(
             f"UPDATE {self._table} SET {pg_identifier(self.columns.state)} = %s"
             f" WHERE {self._where_key}",
-            (0 if enabled else 1, *_key_params(key)),
+            (0 if enabled else 1, *key_params(key)),
         )
         if cursor.rowcount == 0:
             raise NoSuchRow("No such registrant")
@@ -444,7 +444,7 @@ class PostgresStore:
         assignments = ", ".join(f"{n} = %s" for n in names)
         await cursor.execute(
             f"UPDATE {self._table} SET {assignments} WHERE {self._where_key}",
-            (*row.values(), *_key_params(record.key)),
+            (*row.values(), *key_params(record.key)),
         )
         if cursor.rowcount == 0:
             await cursor.execute(
@@ -458,7 +458,7 @@ class PostgresStore:
 
     async def _delete(self, cursor: Any, key: RecordKey) -> None:
         await cursor.execute(f"DELETE FROM {self._table} WHERE {self._where_key}",
-                             _key_params(key))
+                             key_params(key))
         if cursor.rowcount == 0:
             raise NoSuchRow("No such registrant")
 
@@ -479,7 +479,7 @@ class PostgresStore:
                 f"INSERT INTO {RUNTIME_TABLE} ({', '.join(RUNTIME_COLUMNS)})"
                 f" VALUES {', '.join(row_marks for _ in batch)}"
                 f" ON CONFLICT (aor, binding_uri, registrar) DO UPDATE SET {updates}",
-                [value for state in batch for value in _runtime_params(state)],
+                [value for state in batch for value in runtime_params(state)],
             )
 
     def load_runtime(self) -> Deferred[dict[RecordKey, RuntimeState]]:
@@ -511,7 +511,7 @@ class PostgresStore:
     async def _delete_runtime(self, cursor: Any, key: RecordKey) -> None:
         await cursor.execute(
             f"DELETE FROM {RUNTIME_TABLE} WHERE aor = %s AND binding_uri = %s AND registrar = %s",
-            _key_params(key),
+            key_params(key),
         )
 
 
@@ -569,24 +569,3 @@ async def _fetch_chunks(cursor: Any, select: str) -> Any:
             # The commit closes the SQL cursor.
             return
 
-
-def _key_params(key: RecordKey) -> tuple[str, str, str]:
-    return (key.aor, key.binding_uri, key.registrar)
-
-
-def _runtime_params(state: RuntimeState) -> tuple[object, ...]:
-    key = state.key
-    return (
-        key.aor,
-        key.binding_uri,
-        key.registrar,
-        state.call_id,
-        state.from_tag,
-        state.cseq,
-        state.state,
-        state.expires,
-        state.expires_at,
-        state.last_code,
-        state.last_reason,
-        state.updated_at,
-    )

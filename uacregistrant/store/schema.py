@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from uacregistrant.store.interface import RUNTIME_TABLE
+from uacregistrant.registrant.record import RecordKey
+from uacregistrant.store.interface import RUNTIME_TABLE, RuntimeState
 from uacregistrant.store.rows import Columns
 
 
@@ -71,3 +72,27 @@ RUNTIME_COLUMNS: tuple[str, ...] = (
     "last_reason",
     "updated_at",
 )
+
+
+def key_params(key: RecordKey) -> tuple[str, str, str]:
+    """The (aor, binding_URI, registrar) triple as query parameters."""
+    return (key.aor, key.binding_uri, key.registrar)
+
+
+def runtime_params(state: RuntimeState) -> tuple[object, ...]:
+    """A RuntimeState as query parameters, in RUNTIME_COLUMNS order."""
+    key = state.key
+    return (
+        key.aor,
+        key.binding_uri,
+        key.registrar,
+        state.call_id,
+        state.from_tag,
+        state.cseq,
+        state.state,
+        state.expires,
+        state.expires_at,
+        state.last_code,
+        state.last_reason,
+        state.updated_at,
+    )

@@ -30,7 +30,9 @@ from uacregistrant.store.schema import (
     RUNTIME_COLUMNS,
     SQLITE_RUNTIME_TABLE,
     SQLITE_VERSION_TABLE,
+    key_params,
     quote_identifier,
+    runtime_params,
     sqlite_registrant_table,
 )
 
@@ -178,7 +180,7 @@ class SQLiteStore:
         return self._run(self._load_row, key)
 
     def _load_row(self, txn: Any, key: RecordKey) -> dict[str, object] | None:
-        txn.execute(f"{self._select} WHERE {self._where_key}", _key_params(key))
+        txn.execute(f"{self._select} WHERE {self._where_key}", key_params(key))
         row = txn.fetchone()
         return None if row is None else dict(zip(LOGICAL_COLUMNS, row))
 
@@ -189,7 +191,7 @@ class SQLiteStore:
         txn.execute(
             f"UPDATE {self._table} SET {quote_identifier(self.columns.state)} = ?"
             f" WHERE {self._where_key}",
-            (0 if enabled else 1, *_key_params(key)),
+            (0 if enabled else 1, *key_params(key)),
         )
         if txn.rowcount == 0:
             raise NoSuchRow("No such registrant")
@@ -205,7 +207,7 @@ class SQLiteStore:
         assignments = ", ".join(f"{n} = ?" for n in names)
         txn.execute(
             f"UPDATE {self._table} SET {assignments} WHERE {self._where_key}",
-            (*row.values(), *_key_params(record.key)),
+            (*row.values(), *key_params(record.key)),
         )
         if txn.rowcount == 0:
             txn.execute(
@@ -218,7 +220,7 @@ class SQLiteStore:
         return self._run(self._delete, key)
 
     def _delete(self, txn: Any, key: RecordKey) -> None:
-        txn.execute(f"DELETE FROM {self._table} WHERE {self._where_key}", _key_params(key))
+        txn.execute(f"DELETE FROM {self._table} WHERE {self._where_key}", key_params(key))
         if txn.rowcount == 0:
             raise NoSuchRow("No such registrant")
 
@@ -231,7 +233,7 @@ class SQLiteStore:
             f"INSERT INTO {RUNTIME_TABLE} ({', '.join(RUNTIME_COLUMNS)})"
             f" VALUES ({', '.join('?' for _ in RUNTIME_COLUMNS)})"
             f" ON CONFLICT (aor, binding_uri, registrar) DO UPDATE SET {updates}",
-            [_runtime_params(s) for s in states],
+            [runtime_params(s) for s in states],
         )
 
     def load_runtime(self) -> Deferred[dict[RecordKey, RuntimeState]]:
@@ -262,7 +264,7 @@ class SQLiteStore:
     def _delete_runtime(self, txn: Any, key: RecordKey) -> None:
         txn.execute(
             f"DELETE FROM {RUNTIME_TABLE} WHERE aor = ? AND binding_uri = ? AND registrar = ?",
-            _key_params(key),
+            key_params(key),
         )
 
     def close(self) -> Deferred[None]:
@@ -274,24 +276,3 @@ class SQLiteStore:
             pool, self._pool = self._pool, None
             pool.close()
 
-
-def _key_params(key: RecordKey) -> tuple[str, str, str]:
-    return (key.aor, key.binding_uri, key.registrar)
-
-
-def _runtime_params(state: RuntimeState) -> tuple[object, ...]:
-    key = state.key
-    return (
-        key.aor,
-        key.binding_uri,
-        key.registrar,
-        state.call_id,
-        state.from_tag,
-        state.cseq,
-        state.state,
-        state.expires,
-        state.expires_at,
-        state.last_code,
-        state.last_reason,
-        state.updated_at,
-    )
