@@ -32,7 +32,7 @@ from .registrant.engine import Engine
 from .registrant.machine import Registrant
 from .registrant.persist import RuntimeWriter, resume
 from .registrant.policy import Timing
-from .registrant.states import State
+from .registrant.states import IN_FLIGHT, State
 from .sip.randomness import BufferedRandom
 from .store import make_store
 from .store.interface import IRegistrantStore, StoreUnavailable
@@ -278,6 +278,9 @@ class RegistrantService(MultiService):
 
     def _post_event(self, registrant: Registrant, old: State, new: State) -> None:
         config = registrant.config
+        # Only the end of a request in flight has a reply (or a timeout) behind it;
+        # a change from a settled state is caused by sending, not by a reply.
+        replied = old in IN_FLIGHT
         self.events.emit(
             {
                 "aor": config.aor,
@@ -285,8 +288,8 @@ class RegistrantService(MultiService):
                 "registrar": config.registrar,
                 "old_state": old.name,
                 "new_state": new.name,
-                "code": registrant.last_code,
-                "reason": registrant.last_reason,
+                "code": registrant.last_code if replied else None,
+                "reason": registrant.last_reason if replied else None,
                 "time": self.reactor.seconds(),
             }
         )

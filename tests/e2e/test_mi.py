@@ -358,9 +358,11 @@ def test_state_changes_reach_the_event_url_in_order(lab, receiver):
     path = [e["new_state"] for e in events]
     registered = path.index("REGISTERED_STATE")
     assert path[0] == "REGISTERING_STATE"
+    assert events[0]["code"] is None  # caused by sending, not by a reply
     assert set(path[1:registered]) <= {"AUTHENTICATING_STATE"}
     assert (events[registered]["code"], events[registered]["reason"]) == (200, "OK")
     unregistering = path.index("UNREGISTERING_STATE")
+    assert (events[unregistering]["code"], events[unregistering]["reason"]) == (None, None)
     assert set(path[registered:unregistering]) <= {"REGISTERED_STATE", "REGISTERING_STATE", "AUTHENTICATING_STATE"}
     assert set(path[unregistering + 1:-1]) <= {"AUTHENTICATING_UNREGISTER_STATE"}
     assert (events[-1]["code"], path[-1]) == (200, "NOT_REGISTERED_STATE")
