@@ -112,6 +112,7 @@ class RegistrantService(MultiService):
         self.metrics = Metrics(state_counts=self.engine.state_counts, transport_stats=self._transport_stats)
         self.engine.sent_observers.append(self._count_sent)
         self.engine.reply_observers.append(lambda registrant, code: self.metrics.reply(code))
+        self.engine.destination_observers.append(self.metrics.destination)
         self.engine.scheduler.on_rate_limited = self.metrics.rate_limited
         self.engine.observers.append(self._count_transition)
         self.events: EventPoster | None = None

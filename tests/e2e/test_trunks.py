@@ -160,6 +160,10 @@ def test_srv_priority_then_failover_on_503(trunk, dns_server, kamailio, sipp):
     assert sipp_registers(out_of_service) == 1
     record = trunk.wait_state(ALICE, "REGISTERED_STATE", 5)
     assert (record["last_code"], record["failures"]) == (200, 0)
+    # The chosen targets show in the metrics too.
+    metrics = svc.metrics_text()
+    assert f'uac_registrant_destination_requests_total{{destination="udp:127.0.0.1:{first_port}"}}' in metrics
+    assert f'uac_registrant_destination_requests_total{{destination="udp:127.0.0.1:{second.port}"}}' in metrics
 
 
 def test_srv_failover_when_the_first_registrar_is_silent(trunk, dns_server, kamailio):

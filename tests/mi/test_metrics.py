@@ -137,3 +137,24 @@ def test_without_sources_the_mirrored_series_are_zero():
     }
     assert samples["uac_registrant_retransmissions_total"] == 0
     assert samples["uac_registrant_transaction_timeouts_total"] == 0
+
+
+def test_requests_are_counted_by_destination():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from uacregistrant.mi.metrics import Metrics
+    from uacregistrant.transport.listen import Destination
+
+    metrics = Metrics()
+    a = Destination("udp", "127.0.0.1", 5060)
+    b = Destination("tls", "::1", 5061, server_name="registrar.example.test")
+    for destination in (a, a, b):
+        metrics.destination(destination)
+    samples = {
+        sample.labels["destination"]: sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        if family.name == "uac_registrant_destination_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert samples == {"udp:127.0.0.1:5060": 2.0, "tls:[::1]:5061": 1.0}

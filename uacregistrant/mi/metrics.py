@@ -96,6 +96,12 @@ class Metrics:
         self._rate_limited = counter(
             "uac_registrant_rate_limited", "REGISTERs delayed by the global rate limit"
         )
+        self._destinations = counter(
+            "uac_registrant_destination_requests",
+            "REGISTER requests by the next hop they went to (RFC 3263 target)",
+            ("destination",),
+        )
+        self._destination_children: dict[object, Counter] = {}
         self._sent_children: dict[str, Counter] = {}
         self._reply_children: dict[int, Counter] = {}
         self._mi_calls = counter(
@@ -108,6 +114,15 @@ class Metrics:
             if kind not in REGISTER_KINDS:
                 raise ValueError(f"unknown REGISTER kind {kind!r}")
             child = self._sent_children[kind] = self._register_sent.labels(kind=kind)
+        child.inc()
+
+    def destination(self, destination: object) -> None:
+        """Fits ``Engine.destination_observers``: ``str(destination)`` is the label."""
+        child = self._destination_children.get(destination)
+        if child is None:
+            child = self._destination_children[destination] = self._destinations.labels(
+                destination=str(destination)
+            )
         child.inc()
 
     def reply(self, code: int) -> None:

@@ -53,6 +53,8 @@ class Engine:
         self.observers: list[Observer] = [self._log_transition]
         self.sent_observers: list[Callable[[Registrant, str], None]] = []
         self.reply_observers: list[Callable[[Registrant, int], None]] = []
+        # Called with each target a request goes to (failover included).
+        self.destination_observers: list[Callable[[Destination], None]] = []
         self.ctx = Context(
             clock=clock,
             send=self._send,
@@ -222,6 +224,8 @@ class Engine:
         self, registrant: Registrant, request: Request, targets: Targets, destination: Destination
     ) -> Deferred:
         registrant.destination = destination
+        for observer in self.destination_observers:
+            observer(destination)
         sent = self.sender.send_request(request, destination, self._local_socket(registrant.config.forced_socket))
         following = targets.after(destination) if len(targets.destinations) > 1 else None
         if following is None:
