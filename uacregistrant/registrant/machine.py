@@ -349,7 +349,7 @@ class Registrant:
             self._start(UNREGISTER, State.UNREGISTERING_STATE)
             return
         granted = self._granted_expires(response, contacts)
-        if granted:
+        if granted and granted != self.expires:  # the same value keeps the shared int
             self.expires = granted
         self.service_route = ", ".join(response.header_values("Service-Route")) or None
         self.associated_uris = ", ".join(response.header_values("P-Associated-URI")) or None

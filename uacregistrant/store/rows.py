@@ -162,6 +162,9 @@ def _check_cluster_shtag(text: str) -> None:
         raise RowError("cluster_shtag cluster_id is not an integer")
 
 
+_SHARED_EXPIRIES: dict[int, int] = {}
+
+
 def _expiry(value: object, *, timer_interval: int, default_expires: int) -> int:
     if value is None:
         return default_expires
@@ -170,7 +173,8 @@ def _expiry(value: object, *, timer_interval: int, default_expires: int) -> int:
         raise RowError("expiry is not an integer")
     if value <= timer_interval:
         raise RowError(f"expiry {value} not above timer_interval {timer_interval}")
-    return value
+    # Tables hold a handful of distinct expiries: share one int object each.
+    return _SHARED_EXPIRIES.setdefault(value, value) if len(_SHARED_EXPIRIES) < 1024 else value
 
 
 def record_from_row(
