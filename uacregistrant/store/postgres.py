@@ -41,7 +41,13 @@ from uacregistrant.store.interface import (
     validate_rows,
 )
 from uacregistrant.store.rows import LOGICAL_COLUMNS, Columns, row_from_record
-from uacregistrant.store.schema import RUNTIME_COLUMNS, key_params, quote_identifier, runtime_params
+from uacregistrant.store.schema import (
+    RUNTIME_COLUMNS,
+    key_params,
+    quote_identifier,
+    runtime_from_row,
+    runtime_params,
+)
 
 T = TypeVar("T")
 
@@ -490,19 +496,8 @@ class PostgresStore:
         select = f"SELECT {', '.join(RUNTIME_COLUMNS)} FROM {RUNTIME_TABLE}"
         async for chunk in _fetch_chunks(cursor, select):
             for row in chunk:
-                key = RecordKey(aor=row[0], binding_uri=row[1], registrar=row[2])
-                states[key] = RuntimeState(
-                    key=key,
-                    call_id=row[3],
-                    from_tag=row[4],
-                    cseq=row[5],
-                    state=row[6],
-                    expires=row[7],
-                    expires_at=row[8],
-                    last_code=row[9],
-                    last_reason=row[10],
-                    updated_at=row[11],
-                )
+                state = runtime_from_row(row)
+                states[state.key] = state
         return states
 
     def delete_runtime(self, key: RecordKey) -> Deferred[None]:

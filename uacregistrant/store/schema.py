@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from uacregistrant.registrant.record import RecordKey
 from uacregistrant.store.interface import RUNTIME_TABLE, RuntimeState
 from uacregistrant.store.rows import Columns
@@ -95,4 +97,21 @@ def runtime_params(state: RuntimeState) -> tuple[object, ...]:
         state.last_code,
         state.last_reason,
         state.updated_at,
+    )
+
+
+def runtime_from_row(row: Sequence[object]) -> RuntimeState:
+    """A row of RUNTIME_COLUMNS as a RuntimeState."""
+    key = RecordKey(aor=row[0], binding_uri=row[1], registrar=row[2])
+    return RuntimeState(
+        key=key,
+        call_id=row[3],
+        from_tag=row[4],
+        cseq=row[5],
+        state=row[6],
+        expires=row[7],
+        expires_at=row[8],
+        last_code=row[9],
+        last_reason=row[10],
+        updated_at=row[11],
     )

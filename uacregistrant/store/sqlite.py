@@ -32,6 +32,7 @@ from uacregistrant.store.schema import (
     SQLITE_VERSION_TABLE,
     key_params,
     quote_identifier,
+    runtime_from_row,
     runtime_params,
     sqlite_registrant_table,
 )
@@ -243,19 +244,8 @@ class SQLiteStore:
         txn.execute(f"SELECT {', '.join(RUNTIME_COLUMNS)} FROM {RUNTIME_TABLE}")
         states = {}
         for row in txn.fetchall():
-            key = RecordKey(aor=row[0], binding_uri=row[1], registrar=row[2])
-            states[key] = RuntimeState(
-                key=key,
-                call_id=row[3],
-                from_tag=row[4],
-                cseq=row[5],
-                state=row[6],
-                expires=row[7],
-                expires_at=row[8],
-                last_code=row[9],
-                last_reason=row[10],
-                updated_at=row[11],
-            )
+            state = runtime_from_row(row)
+            states[state.key] = state
         return states
 
     def delete_runtime(self, key: RecordKey) -> Deferred[None]:
