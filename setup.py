@@ -22,6 +22,6 @@ setup(
         "prometheus_client",
     ],
     extras_require={
-        "test": ["pytest", "pytest-twisted", "hypothesis", "opensipscli", "selenium"],
+        "test": ["pytest", "pytest-timeout", "pytest-twisted", "hypothesis", "opensipscli", "selenium"],
     },
 )
