@@ -132,7 +132,7 @@ class RegistrantService(MultiService):
         self._on_fatal = on_fatal or (lambda why: None)
         self._mi_port = None
         self.mi_address = None
-        # Clustering (SPEC §2.6): sharing tags decide which records this node registers.
+        # Clustering: sharing tags decide which records this node registers.
         self.cluster: ShtagManager | None = None
         if config.enable_clustering:
             self.cluster = ShtagManager.for_service(self)
@@ -145,7 +145,7 @@ class RegistrantService(MultiService):
         self.engine.observers.append(subscriber)
 
     def validate(self, row) -> object:
-        """A table row as a RecordConfig, or RowError (SPEC §1.2)."""
+        """A table row as a RecordConfig, or RowError."""
         return record_from_row(
             row,
             timer_interval=self.config.timer_interval,
@@ -162,7 +162,7 @@ class RegistrantService(MultiService):
                 bound = self.layer.listen(parse_socket(text))
                 if bound.transport != "tls" or self.config.tls_cert_file:
                     log.info("listening on {socket}", socket=str(bound))
-            # What forced_socket may name (SPEC §1.2).
+            # What forced_socket may name.
             self._socket_names = tuple(str(spec) for spec in self.layer.sockets)
         if self._serve_mi:
             self._start_mi()

@@ -25,7 +25,7 @@ from .service import OPENSIPS_SQLITE, ServiceProcess, make_table, wait_until
 TI = 2  # timer_interval: with 2 buckets, one visit a second
 REALM = "example.test"
 
-# SPEC §1.4: the fixed keys of a reg_list entry, then the optional ones in this order.
+# The fixed keys of a reg_list entry, then the optional ones in this order.
 FIXED_KEYS = [
     "AOR", "expires", "state", "enabled", "last_register_sent", "registration_t_out", "registrar", "binding",
 ]

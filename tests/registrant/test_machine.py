@@ -1,4 +1,4 @@
-"""Every transition of SPEC §2.3 over a fake transaction layer, with time on a Clock."""
+"""Every reply the record machine handles over a fake transaction layer, with time on a Clock."""
 
 from __future__ import annotations
 

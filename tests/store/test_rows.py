@@ -1,4 +1,4 @@
-"""Row validation at load time, SPEC §1.2, and the column names."""
+"""Row validation at load time, as OpenSIPS loads rows, and the column names."""
 
 from __future__ import annotations
 

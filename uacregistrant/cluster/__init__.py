@@ -1,2 +1,2 @@
-"""Sharing tags on PostgreSQL (SPEC §2.6): one active node per tag, failover
+"""Sharing tags on PostgreSQL: one active node per tag, failover
 that goes on refreshing the same bindings."""

@@ -1,4 +1,4 @@
-"""Sharing tags (SPEC §2.6): which node registers the records of a tag.
+"""Sharing tags: which node registers the records of a tag.
 
 A tag is active on the node whose cluster session holds the tag's PostgreSQL
 advisory lock.  Every ``takeover_s / 3`` seconds the manager proves its

@@ -1,4 +1,4 @@
-"""MI commands for the sharing tags: ``shtag_list`` and ``shtag_set_active`` (SPEC §2.6)."""
+"""MI commands for the sharing tags: ``shtag_list`` and ``shtag_set_active``."""
 
 from __future__ import annotations
 

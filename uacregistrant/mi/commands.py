@@ -1,4 +1,4 @@
-"""The registrant's MI commands (SPEC §1.4, §2.4) on top of the JSON-RPC layer."""
+"""The registrant's MI commands on top of the JSON-RPC layer."""
 
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ class Engine:
         return self.scheduler.get(key)
 
     def apply(self, records: Iterable[RecordConfig]) -> Deferred:
-        """Make the loaded records equal ``records`` (SPEC §2.4, reg_reload).
+        """Make the loaded records equal ``records`` (reg_reload).
 
         Unchanged records keep their runtime state; changed ones take the new
         values from their next request; new ones register at their bucket's
@@ -200,7 +200,7 @@ class Engine:
 
     def _send(self, registrant: Registrant, request: Request) -> Deferred:
         """Send to the record's next hop (RFC 3263), failing over to the next target
-        on a timeout, a transport error or a 503 (SPEC §2.5)."""
+        on a timeout, a transport error or a 503."""
         targets = registrant.targets
         if targets is not None and self.clock.seconds() < targets.expires_at:
             return self._attempt(registrant, request, targets, self._first(registrant, targets))

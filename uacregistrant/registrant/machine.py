@@ -1,4 +1,4 @@
-"""One state machine per record: what to send, and what a reply means (SPEC §2.2, §2.3).
+"""One state machine per record: what to send, and what a reply means.
 
 The machine never decides *when* to start a registration: the scheduler calls
 ``visit`` for records that are ``due`` and rate limiting happens there.  The
@@ -142,7 +142,7 @@ class Registrant:
         return now >= self.registration_timeout
 
     def visit(self, now: float) -> None:
-        """Send what is due now: REGISTER, refresh, retry or unREGISTER (SPEC §2.1)."""
+        """Send what is due now: REGISTER, refresh, retry or unREGISTER."""
         state = self.state
         if state in IN_FLIGHT:
             return

@@ -1,4 +1,4 @@
-"""When to refresh and when to retry: pure functions of time and counts (SPEC §2.1, §2.3)."""
+"""When to refresh and when to retry: pure functions of time and counts."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def refresh_at(granted_at: float, expires: int, timing: Timing) -> float:
 
     A visit comes at most ``timer_interval`` after this moment, so the
     refresh leaves at least another ``timer_interval`` before the share P of
-    the expiry runs out: T + E·P/100 − 2·TI (SPEC §2.1).
+    the expiry runs out: T + E·P/100 − 2·TI.
     """
     share = expires * timing.reregister_expiry_percentage / 100
     return max(granted_at, granted_at + share - 2 * timing.timer_interval)

@@ -1,4 +1,4 @@
-"""The REGISTER and unREGISTER requests of a record (SPEC §2.2)."""
+"""The REGISTER and unREGISTER requests of a record."""
 
 from __future__ import annotations
 

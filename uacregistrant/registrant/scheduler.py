@@ -1,4 +1,4 @@
-"""The bucket scheduler (SPEC §2.1) and the global REGISTER rate limit.
+"""The bucket scheduler and the global REGISTER rate limit.
 
 Records live in 2^hash_size buckets keyed by a hash of the AOR.  A LoopingCall
 fires every timer_interval / buckets seconds and visits one bucket, round

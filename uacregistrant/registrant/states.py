@@ -1,4 +1,4 @@
-"""The registrant states, with OpenSIPS's numbers and names (SPEC §1.3)."""
+"""The registrant states, with OpenSIPS's numbers and names."""
 
 from enum import IntEnum
 

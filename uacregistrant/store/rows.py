@@ -184,7 +184,7 @@ def record_from_row(
     default_expires: int,
     sockets: Collection[str] = (),
 ) -> RecordConfig:
-    """Validate one row (logical names) as OpenSIPS's loader does, SPEC §1.2.
+    """Validate one row (logical names) as OpenSIPS's loader does (docs/design.rst, "Records").
 
     ``forced_socket`` comes back as the matching entry of ``sockets``, so the
     transport can look it up as is.
