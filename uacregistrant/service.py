@@ -14,6 +14,7 @@ from typing import Callable
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import TimeoutError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -44,6 +45,9 @@ from .transport.listen import parse_socket
 from .transport.tls import TLSSettings
 
 log = Logger()
+
+# Seconds after the unREGISTERs of a shutdown for writing the runtime state and closing.
+_CLOSING_TIME = 1.0
 
 Subscriber = Callable[[Registrant, State, State], None]
 
@@ -244,14 +248,18 @@ class RegistrantService(MultiService):
 
     @inlineCallbacks
     def stopService(self) -> Deferred:
+        # The unREGISTERs get shutdown_timeout; saving and closing get one more second.
+        timeout = self.config.shutdown_timeout
+        deadline = self.reactor.seconds() + timeout + _CLOSING_TIME
         if self._db_wait is not None:
             self._db_wait.cancel()
         # Hand the sharing tags over first: their records are then not bound here,
         # so the shutdown does not unREGISTER what another node takes over.
         if self.cluster is not None:
-            yield self.cluster.stop()
-        yield self.engine.shutdown(self.config.unregister_on_shutdown, self.config.shutdown_timeout)
-        yield self.runtime.stop()
+            yield self._by(deadline - _CLOSING_TIME, self.cluster.stop(), "handing sharing tags over")
+        left = max(0.0, deadline - _CLOSING_TIME - self.reactor.seconds())
+        yield self.engine.shutdown(self.config.unregister_on_shutdown, min(timeout, left))
+        yield self._by(deadline, self.runtime.stop(), "saving runtime state")
         if self.events is not None:
             yield self.events.stop()
         if self._mi_port is not None:
@@ -261,6 +269,16 @@ class RegistrantService(MultiService):
             yield self.layer.stop()
         yield self.store.close()
         yield super().stopService()
+
+    def _by(self, deadline: float, work: Deferred, what: str) -> Deferred:
+        """``work``, given up (with one line in the log) if not done by ``deadline``."""
+
+        def late(failure) -> None:
+            failure.trap(CancelledError, TimeoutError)
+            log.warn("shutdown: gave up {what} at the shutdown deadline", what=what)
+
+        work.addTimeout(max(0.0, deadline - self.reactor.seconds()), self.reactor)
+        return work.addErrback(late)
 
     # -- observers -------------------------------------------------------------------
 

@@ -375,3 +375,13 @@ def test_only_the_top_via_of_a_comma_list_is_annotated() -> None:
         "SIP/2.0/UDP 192.0.2.77:5070;branch=z9hG4bKpeer;rport=40000;received=198.51.100.7, "
         "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKold"
     )
+
+
+def test_stop_abandons_quietly_when_nobody_waits() -> None:
+    h = Harness()
+    abandoned = h.layer.send_request(register(), REGISTRAR)
+    h.layer.stop()
+    # The CancelledError is consumed: nothing is left to be reported as
+    # "Unhandled error in Deferred" when the Deferred is collected.
+    assert results(abandoned) == [None]
+    assert h.reactor.getDelayedCalls() == []

@@ -8,6 +8,7 @@ metrics, events, runtime persistence).  It knows nothing about HTTP or SQL.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -28,6 +29,70 @@ from .scheduler import Scheduler
 from .states import IN_FLIGHT, State
 
 log = Logger()
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownSummary:
+    """How the unREGISTERs of a shutdown went."""
+
+    unregistered: int
+    gave_up: int
+    # Bindings deliberately kept (unregister_on_shutdown off).
+    left: int = 0
+
+
+class _Leaving:
+    """The unREGISTERs of a shutdown, bounded by one timer.
+
+    Each record counts once: unregistered when its unREGISTER got a 200, given
+    up when it failed or the timer stopped it first.
+    """
+
+    def __init__(self, clock: IReactorTime, leaving: list[Registrant], timeout: float, left: int) -> None:
+        self.done: Deferred[ShutdownSummary] = Deferred()
+        self._waiting = set(leaving)
+        self._unregistered = 0
+        self._gave_up = 0
+        self._left = left
+        self._timer = clock.callLater(timeout, self._give_up) if leaving else None
+        for registrant in leaving:
+            registrant.unregister().addCallback(self._settled, registrant)
+        if not self._waiting and not self.done.called:
+            self._finish()
+
+    def _settled(self, _: object, registrant: Registrant) -> None:
+        if registrant not in self._waiting:
+            return
+        self._waiting.discard(registrant)
+        if registrant.state is State.NOT_REGISTERED_STATE and not registrant.bound:
+            self._unregistered += 1
+        else:
+            self._gave_up += 1
+        if not self._waiting and not self.done.called:
+            self._finish()
+
+    def _give_up(self) -> None:
+        self._timer = None
+        # stop() releases each record's waiter, which lands in _settled.
+        for registrant in list(self._waiting):
+            registrant.stop()
+        if not self.done.called:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        summary = ShutdownSummary(self._unregistered, self._gave_up, self._left)
+        log.info(
+            "shutdown: {unregistered} records unregistered, {gave_up} gave up"
+            " ({left} bindings left in place)",
+            unregistered=summary.unregistered,
+            gave_up=summary.gave_up,
+            left=summary.left,
+        )
+        self.done.callback(summary)
+
 
 Observer = Callable[[Registrant, State, State], None]
 
@@ -175,27 +240,25 @@ class Engine:
                 registrant.force()
                 self.scheduler.visit_now(registrant)
 
-    def shutdown(self, unregister: bool, timeout: float) -> Deferred:
-        """Stop scheduling; with ``unregister``, remove every binding, waiting at most ``timeout``."""
+    def shutdown(self, unregister: bool, timeout: float) -> Deferred[ShutdownSummary]:
+        """Stop scheduling; with ``unregister``, unREGISTER every bound record (and every
+        record with a request in flight), giving up on what is left after ``timeout``.
+
+        Fires with a ShutdownSummary, always within ``timeout``, and never with an
+        error: records that give up are stopped quietly, their transactions abandoned.
+        """
         self.scheduler.stop()
         if self.keepalives is not None:
             self.keepalives.stop()
         registrants = list(self.scheduler)
-        if not unregister:
-            for registrant in registrants:
-                registrant.stop()
-            return succeed(None)
-        done = DeferredList([r.unregister() for r in registrants])
-        timer = self.clock.callLater(timeout, done.cancel)
+        leaving = [r for r in registrants if unregister and (r.bound or r.state in IN_FLIGHT)]
+        staying = [r for r in registrants if not (r.bound or r.state in IN_FLIGHT)] if unregister else registrants
+        for registrant in staying:
+            registrant.stop()
+        left = 0 if unregister else sum(1 for r in registrants if r.bound)
+        return _Leaving(self.clock, leaving, timeout, left).done
 
-        def finish(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-            for registrant in registrants:
-                registrant.stop()
-
-        return done.addBoth(finish)
-
+    # -- the way out -----------------------------------------------------------------
     # -- the way out -----------------------------------------------------------------
 
     def _send(self, registrant: Registrant, request: Request) -> Deferred:

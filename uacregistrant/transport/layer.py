@@ -137,8 +137,7 @@ class TransactionLayer:
     def stop(self) -> defer.Deferred[None]:
         """Abandon every transaction, close every socket; no timer is left behind."""
         for pending in list(self._pending.values()):
-            pending.result.cancel()
-            self._forget(pending)
+            self._abandon(pending)
         self._completed.clear()
         self._absorbing.clear()
         if self._purge_call is not None:
@@ -151,6 +150,13 @@ class TransactionLayer:
         self._udp_senders.clear()
         self._socket_cache.clear()
         return defer.gatherResults(closing).addCallback(lambda _: None)
+
+    def _abandon(self, pending: _Pending) -> None:
+        # Quietly: whoever still waits sees a CancelledError, and nobody left
+        # waiting turns it into an "Unhandled error in Deferred" at exit.
+        pending.result.cancel()
+        pending.result.addErrback(_consume_cancelled)
+        self._forget(pending)
 
     def _socket_for(self, destination: Destination, local: SocketSpec | None) -> SocketSpec:
         # Per REGISTER: remembered by (transport, family, local).
@@ -422,6 +428,10 @@ class TransactionLayer:
             self.log.info(
                 "cannot answer {method} from {host}: {error}", method=request.method, host=source[0], error=str(error)
             )
+
+
+def _consume_cancelled(failure: Failure) -> None:
+    failure.trap(defer.CancelledError)
 
 
 def _with_received(request: Request, source: tuple[str, int]) -> Request:

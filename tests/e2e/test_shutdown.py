@@ -1,0 +1,123 @@
+"""SIGTERM to the real service (twistd, SQLite): bounded by shutdown_timeout whatever
+the registrar does, with one summary line and no tracebacks in the log."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.peers import free_port
+
+from .service import ServiceProcess, make_table, wait_until
+from .udp_peers import ANSWER, HALF, SILENT, ScriptedRegistrar, expires_of
+
+SHUTDOWN_TIMEOUT = 3
+# What the service may take beyond shutdown_timeout (a second), plus what a
+# loaded test machine adds to deliver the signal and reap the process.
+SLACK = 1 + 1.5
+SUMMARY = re.compile(r"shutdown: (\d+) records unregistered, (\d+) gave up")
+TRACEBACK_MARKS = ("Traceback", "Unhandled error in Deferred", "CancelledError", "AlreadyCalledError")
+
+
+def start_service(tmp_path, registrar_uri: str, users: list[str]) -> ServiceProcess:
+    sip_port = free_port("udp")
+    rows = [
+        dict(registrar=registrar_uri, aor=f"sip:{user}@example.test",
+             binding_URI=f"sip:{user}@127.0.0.1:{sip_port}", expiry=600)
+        for user in users
+    ]
+    make_table(tmp_path / "registrant.sqlite", rows)
+    return ServiceProcess(
+        tmp_path,
+        [
+            "--db-url", f"sqlite:///{tmp_path / 'registrant.sqlite'}",
+            "--listen", f"udp:127.0.0.1:{sip_port}",
+            "--timer-interval", "2",
+            "--shutdown-timeout", str(SHUTDOWN_TIMEOUT),
+        ],
+        mi_port=free_port("tcp"),
+    ).start()
+
+
+def registered(svc: ServiceProcess) -> int:
+    return sum(1 for r in svc.records().values() if r["state"] == "REGISTERED_STATE")
+
+
+def timed_terminate(svc: ServiceProcess) -> float:
+    started = time.monotonic()
+    status = svc.terminate(timeout=30)
+    elapsed = time.monotonic() - started
+    # twistd ends itself with the signal that stopped it, once shut down.
+    assert status in (0, -15), svc.log_text()[-3000:]
+    return elapsed
+
+
+def assert_clean(svc: ServiceProcess) -> tuple[int, int]:
+    text = svc.log_text()
+    for mark in TRACEBACK_MARKS:
+        assert mark not in text, text[-3000:]
+    summaries = SUMMARY.findall(text)
+    assert len(summaries) == 1, text[-3000:]
+    unregistered, gave_up = summaries[0]
+    return int(unregistered), int(gave_up)
+
+
+def is_unregister(request) -> bool:
+    return expires_of(request) == 0
+
+
+@pytest.fixture
+def fake_registrar():
+    registrar = ScriptedRegistrar(ANSWER).start()
+    yield registrar
+    registrar.stop()
+
+
+@pytest.mark.timeout(120)
+def test_registrar_down_200_records(tmp_path, fake_registrar):
+    users = [f"u{n}" for n in range(200)]
+    svc = start_service(tmp_path, fake_registrar.uri, users)
+    try:
+        wait_until(lambda: registered(svc) == 200, 30, "200 records registered")
+        fake_registrar.mode = SILENT
+        elapsed = timed_terminate(svc)
+    finally:
+        svc.stop()
+    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
+    assert assert_clean(svc) == (0, 200)
+    # Every binding got its unREGISTER (retransmitted, never answered).
+    assert len({r.header("Call-ID") for r in fake_registrar.received if is_unregister(r)}) == 200
+
+
+@pytest.mark.timeout(120)
+def test_registrar_half_answering(tmp_path, fake_registrar):
+    users = [f"u{n}" for n in range(100)]
+    svc = start_service(tmp_path, fake_registrar.uri, users)
+    try:
+        wait_until(lambda: registered(svc) == 100, 30, "100 records registered")
+        # From now on only every other dialog is answered: half the unREGISTERs.
+        fake_registrar.mode = HALF
+        elapsed = timed_terminate(svc)
+    finally:
+        svc.stop()
+    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
+    assert assert_clean(svc) == (50, 50)
+    assert fake_registrar.count(is_unregister, answered=True) == 50
+
+
+@pytest.mark.timeout(120)
+def test_registrar_up_kamailio(tmp_path, kamailio):
+    registrar = kamailio(challenge=False, min_expires=10)
+    users = [f"k{n}" for n in range(100)]
+    svc = start_service(tmp_path, registrar.uri, users)
+    try:
+        wait_until(lambda: registered(svc) == 100, 30, "100 records registered")
+        assert len(registrar.all_bindings()) == 100
+        elapsed = timed_terminate(svc)
+    finally:
+        svc.stop()
+    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
+    assert assert_clean(svc) == (100, 0)
+    assert registrar.all_bindings() == {}
