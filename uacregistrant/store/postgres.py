@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg2
@@ -29,8 +29,6 @@ from zope.interface import implementer
 from uacregistrant.config import redact_url
 from uacregistrant.registrant.record import RecordConfig, RecordKey
 from uacregistrant.store.interface import (
-    RUNTIME_TABLE,
-    TABLE_VERSION,
     IRegistrantStore,
     LoadResult,
     NoSuchRow,
@@ -40,11 +38,12 @@ from uacregistrant.store.interface import (
     Validate,
     validate_rows,
 )
+from uacregistrant.store.dialect import Dialect, Statements, Steps, open_schema
 from uacregistrant.store.rows import LOGICAL_COLUMNS, Columns, row_from_record
 from uacregistrant.store.schema import (
-    RUNTIME_COLUMNS,
+    VERSION,
     key_params,
-    quote_identifier,
+    registrant_table,
     runtime_from_row,
     runtime_params,
 )
@@ -56,32 +55,6 @@ T = TypeVar("T")
 FETCH_SIZE = 2000
 # Runtime states per INSERT statement (12 parameters each).
 INSERT_BATCH = 500
-
-# scripts/postgres/standard-create.sql
-PG_VERSION_TABLE = """CREATE TABLE version (
-    table_name VARCHAR(32) NOT NULL,
-    table_version INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT version_t_name_idx UNIQUE (table_name)
-)"""
-
-PG_RUNTIME_TABLE = f"""CREATE TABLE IF NOT EXISTS {RUNTIME_TABLE} (
-    aor TEXT NOT NULL,
-    binding_uri TEXT NOT NULL,
-    registrar TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    from_tag TEXT NOT NULL,
-    cseq BIGINT NOT NULL,
-    state INTEGER NOT NULL,
-    expires BIGINT NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL,
-    last_code INTEGER,
-    last_reason TEXT,
-    updated_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (aor, binding_uri, registrar)
-)"""
-
-# Two nodes starting together must not both create the tables.
-_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('uac_registrant schema'))"
 
 # Failures that mean the database cannot be reached now, as opposed to a
 # mistake in our SQL or a constraint the data broke.
@@ -101,31 +74,53 @@ def folded(name: str) -> str:
     return name.translate(_FOLD)
 
 
-def pg_identifier(name: str) -> str:
-    """A configured name as OpenSIPS's unquoted SQL means it, quoted."""
-    return quote_identifier(folded(name))
+class PostgresDialect(Dialect):
+    """scripts/postgres/*-create.sql; names folded as OpenSIPS's unquoted SQL means them."""
+
+    name = "PostgreSQL"
+    mark = "%s"
+    types: ClassVar[dict[str, str]] = {
+        "serial": "SERIAL PRIMARY KEY",
+        "string": "VARCHAR({n})",
+        "int": "INTEGER",
+        "uint": "INTEGER",
+        "bigint": "BIGINT",
+        "double": "DOUBLE PRECISION",
+        "text": "TEXT",
+        "key": "TEXT",
+    }
+    table_exists_sql = "SELECT 1 WHERE to_regclass(%s) IS NOT NULL"
+    columns_sql = (
+        "SELECT attname FROM pg_attribute"
+        " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+    )
+
+    def fold(self, name: str) -> str:
+        return folded(name)
+
+    def relation_param(self, name: str) -> str:
+        return self.identifier(name)
+
+    def column_present(self, name: str, present: set[str]) -> bool:
+        return folded(name) in present
+
+    def schema_lock(self) -> tuple[str, tuple[()]]:
+        return "SELECT pg_advisory_xact_lock(hashtext('uac_registrant schema'))", ()
+
+    def after_create(self, statements: Statements) -> Steps:
+        # OpenSIPS's script makes the id sequence wrap at the INTEGER maximum;
+        # the sequence name comes back quoted as needed.
+        [(sequence,)] = yield "SELECT pg_get_serial_sequence(%s, 'id')", (statements.table,)
+        yield f"ALTER SEQUENCE {sequence} MAXVALUE 2147483647 CYCLE", ()
+
+
+POSTGRES = PostgresDialect()
+PG_VERSION_TABLE = POSTGRES.create_table(VERSION)
 
 
 def pg_registrant_table(columns: Columns) -> str:
     """scripts/postgres/registrant-create.sql (version 3) with the configured names."""
-    q = pg_identifier
-    c = columns
-    return f"""CREATE TABLE {q(c.table)} (
-    id SERIAL PRIMARY KEY NOT NULL,
-    {q(c.registrar)} VARCHAR(255) DEFAULT '' NOT NULL,
-    {q(c.proxy)} VARCHAR(255) DEFAULT NULL,
-    {q(c.aor)} VARCHAR(255) DEFAULT '' NOT NULL,
-    {q(c.third_party_registrant)} VARCHAR(255) DEFAULT NULL,
-    {q(c.username)} VARCHAR(64) DEFAULT NULL,
-    {q(c.password)} VARCHAR(64) DEFAULT NULL,
-    {q(c.binding_uri)} VARCHAR(255) DEFAULT '' NOT NULL,
-    {q(c.binding_params)} VARCHAR(64) DEFAULT NULL,
-    {q(c.expiry)} INTEGER DEFAULT NULL,
-    {q(c.forced_socket)} VARCHAR(64) DEFAULT NULL,
-    {q(c.cluster_shtag)} VARCHAR(64) DEFAULT NULL,
-    {q(c.state)} INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT {q(c.table + "_registrant_idx")} UNIQUE ({q(c.aor)}, {q(c.binding_uri)}, {q(c.registrar)})
-)"""
+    return POSTGRES.create_table(registrant_table(columns))
 
 
 class _Detector(reconnection.DeadConnectionDetector):
@@ -225,15 +220,7 @@ class PostgresStore:
         self._detector: _Detector | None = None
         self._ready = False
         self._recovery_handlers: list[Callable[[], object]] = []
-        q = pg_identifier
-        names = [q(columns.physical(c)) for c in LOGICAL_COLUMNS]
-        self._table = q(columns.table)
-        self._select = f"SELECT {', '.join(names)} FROM {self._table}"
-        self._select_all = f"{self._select} ORDER BY id"
-        self._where_key = (
-            f"{q(columns.aor)} = %s AND {q(columns.binding_uri)} = %s"
-            f" AND {q(columns.registrar)} = %s"
-        )
+        self._sql = Statements(POSTGRES, columns)
 
     # -- connection ---------------------------------------------------------
 
@@ -344,54 +331,7 @@ class PostgresStore:
     # -- schema -------------------------------------------------------------
 
     async def _create_schema(self, cursor: Any) -> None:
-        table = self.columns.table
-        await cursor.execute(_SCHEMA_LOCK)
-        if not await _relation_exists(cursor, "version"):
-            await cursor.execute(PG_VERSION_TABLE)
-        await cursor.execute("SELECT table_version FROM version WHERE table_name = %s", (table,))
-        found = cursor.fetchone()
-        version = None if found is None else found[0]
-        if await _relation_exists(cursor, folded(table)):
-            if version != TABLE_VERSION:
-                raise StoreError(
-                    f"table {table} has version {version}, expected {TABLE_VERSION}"
-                    " (upgrade it with opensips-cli or OpenSIPS's migration scripts)"
-                )
-            await self._check_columns(cursor)
-        else:
-            if version is None:
-                await cursor.execute(
-                    "INSERT INTO version (table_name, table_version) VALUES (%s, %s)",
-                    (table, TABLE_VERSION),
-                )
-            elif version != TABLE_VERSION:
-                raise StoreError(
-                    f"version row of table {table} says {version}, expected {TABLE_VERSION}"
-                )
-            await cursor.execute(pg_registrant_table(self.columns))
-            await cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", (self._table,))
-            # The sequence name comes back quoted as needed.
-            await cursor.execute(
-                f"ALTER SEQUENCE {cursor.fetchone()[0]} MAXVALUE 2147483647 CYCLE"
-            )
-            self.log.info(
-                "created table {table} (version {version})", table=table, version=TABLE_VERSION
-            )
-        await cursor.execute(PG_RUNTIME_TABLE)
-
-    async def _check_columns(self, cursor: Any) -> None:
-        await cursor.execute(
-            "SELECT attname FROM pg_attribute"
-            " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-            (self._table,),
-        )
-        present = {row[0] for row in cursor.fetchall()}
-        for logical in LOGICAL_COLUMNS:
-            name = self.columns.physical(logical)
-            if folded(name) not in present:
-                raise StoreError(
-                    f"table {self.columns.table} has no column {name} (the {logical} column)"
-                )
+        await _run_steps(cursor, open_schema(self._sql))
 
     # -- the registrant table ----------------------------------------------
 
@@ -400,7 +340,7 @@ class PostgresStore:
 
     async def _load_rows(self, cursor: Any) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
-        async for chunk in _fetch_chunks(cursor, self._select_all):
+        async for chunk in _fetch_chunks(cursor, self._sql.select_all):
             rows.extend(dict(zip(LOGICAL_COLUMNS, row)) for row in chunk)
         return rows
 
@@ -410,7 +350,7 @@ class PostgresStore:
     async def _load(self, cursor: Any, validate: Validate) -> LoadResult:
         # Validating chunk by chunk keeps the reactor turning between fetches.
         result = LoadResult()
-        async for chunk in _fetch_chunks(cursor, self._select_all):
+        async for chunk in _fetch_chunks(cursor, self._sql.select_all):
             part = validate_rows([dict(zip(LOGICAL_COLUMNS, row)) for row in chunk], validate)
             result.records.extend(part.records)
             result.skipped.extend(part.skipped)
@@ -420,10 +360,7 @@ class PostgresStore:
         return self._run(self._load_row, key)
 
     async def _load_row(self, cursor: Any, key: RecordKey) -> dict[str, object] | None:
-        await cursor.execute(
-            f"{self._select} WHERE {self._where_key}",
-            key_params(key),
-        )
+        await cursor.execute(self._sql.select_key, key_params(key))
         row = cursor.fetchone()
         return None if row is None else dict(zip(LOGICAL_COLUMNS, row))
 
@@ -431,11 +368,7 @@ class PostgresStore:
         return self._run(self._set_state, key, enabled)
 
     async def _set_state(self, cursor: Any, key: RecordKey, enabled: bool) -> None:
-        await cursor.execute(
-            f"UPDATE {self._table} SET {pg_identifier(self.columns.state)} = %s"
-            f" WHERE {self._where_key}",
-            (0 if enabled else 1, *key_params(key)),
-        )
+        await cursor.execute(self._sql.set_state, (0 if enabled else 1, *key_params(key)))
         if cursor.rowcount == 0:
             raise NoSuchRow("No such registrant")
 
@@ -446,25 +379,15 @@ class PostgresStore:
         # UPDATE then INSERT in one transaction: no reliance on an ON CONFLICT
         # target matching whatever unique index an existing table has.
         row = row_from_record(record)
-        names = [pg_identifier(self.columns.physical(c)) for c in row]
-        assignments = ", ".join(f"{n} = %s" for n in names)
-        await cursor.execute(
-            f"UPDATE {self._table} SET {assignments} WHERE {self._where_key}",
-            (*row.values(), *key_params(record.key)),
-        )
+        await cursor.execute(self._sql.update_row(row), (*row.values(), *key_params(record.key)))
         if cursor.rowcount == 0:
-            await cursor.execute(
-                f"INSERT INTO {self._table} ({', '.join(names)})"
-                f" VALUES ({', '.join('%s' for _ in names)})",
-                tuple(row.values()),
-            )
+            await cursor.execute(self._sql.insert_row(row), tuple(row.values()))
 
     def delete(self, key: RecordKey) -> Deferred[None]:
         return self._run(self._delete, key)
 
     async def _delete(self, cursor: Any, key: RecordKey) -> None:
-        await cursor.execute(f"DELETE FROM {self._table} WHERE {self._where_key}",
-                             key_params(key))
+        await cursor.execute(self._sql.delete, key_params(key))
         if cursor.rowcount == 0:
             raise NoSuchRow("No such registrant")
 
@@ -477,14 +400,10 @@ class PostgresStore:
 
     async def _save_runtime(self, cursor: Any, states: list[RuntimeState]) -> None:
         # psycopg2 has no executemany on asynchronous connections: multi-row VALUES.
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in RUNTIME_COLUMNS[3:])
-        row_marks = f"({', '.join('%s' for _ in RUNTIME_COLUMNS)})"
         for start in range(0, len(states), INSERT_BATCH):
             batch = states[start:start + INSERT_BATCH]
             await cursor.execute(
-                f"INSERT INTO {RUNTIME_TABLE} ({', '.join(RUNTIME_COLUMNS)})"
-                f" VALUES {', '.join(row_marks for _ in batch)}"
-                f" ON CONFLICT (aor, binding_uri, registrar) DO UPDATE SET {updates}",
+                self._sql.save_runtime(len(batch)),
                 [value for state in batch for value in runtime_params(state)],
             )
 
@@ -493,8 +412,7 @@ class PostgresStore:
 
     async def _load_runtime(self, cursor: Any) -> dict[RecordKey, RuntimeState]:
         states = {}
-        select = f"SELECT {', '.join(RUNTIME_COLUMNS)} FROM {RUNTIME_TABLE}"
-        async for chunk in _fetch_chunks(cursor, select):
+        async for chunk in _fetch_chunks(cursor, self._sql.select_runtime):
             for row in chunk:
                 state = runtime_from_row(row)
                 states[state.key] = state
@@ -504,10 +422,7 @@ class PostgresStore:
         return self._run(self._delete_runtime, key)
 
     async def _delete_runtime(self, cursor: Any, key: RecordKey) -> None:
-        await cursor.execute(
-            f"DELETE FROM {RUNTIME_TABLE} WHERE aor = %s AND binding_uri = %s AND registrar = %s",
-            key_params(key),
-        )
+        await cursor.execute(self._sql.delete_runtime, key_params(key))
 
 
 def _in_transaction(
@@ -548,9 +463,16 @@ async def _transaction(
     return result
 
 
-async def _relation_exists(cursor: Any, name: str) -> bool:
-    await cursor.execute("SELECT to_regclass(%s)", (quote_identifier(name),))
-    return cursor.fetchone()[0] is not None
+async def _run_steps(cursor: Any, steps: Steps) -> None:
+    """Drive ``steps`` on txpostgres' asynchronous cursor."""
+    rows: list[tuple[Any, ...]] | None = None
+    while True:
+        try:
+            sql, params = steps.send(rows)  # type: ignore[arg-type]
+        except StopIteration:
+            return
+        await cursor.execute(sql, params or None)
+        rows = cursor.fetchall() if cursor.description else []
 
 
 async def _fetch_chunks(cursor: Any, select: str) -> Any:

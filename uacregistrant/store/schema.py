@@ -1,79 +1,104 @@
-"""DDL text: OpenSIPS's tables (``scripts/sqlite/*-create.sql``) and our runtime table."""
+"""Every table the stores read or create, once, whatever the database.
+
+A table is data here (columns with portable type names, its keys); a
+``Dialect`` turns it into the CREATE TABLE text of one database.  The
+``registrant`` and ``version`` tables follow OpenSIPS's install scripts
+(``scripts/<db>/registrant-create.sql`` and ``standard-create.sql``,
+registrant version 3) so that a table we create is the one OpenSIPS would.
+
+Portable type names: ``serial`` (the auto-numbered ``id`` key), ``string(N)``,
+``int``, ``uint`` and ``uint(N)`` (unsigned where the database has it, ``N``
+being MySQL's display width), ``bigint``, ``double``, ``text`` and ``key``
+(text that can be part of a primary key).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from uacregistrant.registrant.record import RecordKey
 from uacregistrant.store.interface import RUNTIME_TABLE, RuntimeState
 from uacregistrant.store.rows import Columns
 
 
-def quote_identifier(name: str) -> str:
-    """SQL-standard quoting, so configurable names cannot break (or inject) a statement."""
-    return '"' + name.replace('"', '""') + '"'
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str
+    not_null: bool = False
+    # An SQL literal, or None for no DEFAULT clause.
+    default: str | None = None
 
 
-# scripts/sqlite/standard-create.sql
-SQLITE_VERSION_TABLE = """CREATE TABLE version (
-    table_name CHAR(32) NOT NULL,
-    table_version INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT version_t_name_idx  UNIQUE (table_name)
-)"""
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    # (constraint name without the table prefix, column names)
+    unique: tuple[str, tuple[str, ...]] | None = None
+    # Ours (not OpenSIPS's): created if missing, compared byte for byte.
+    ours: bool = False
 
 
-def sqlite_registrant_table(columns: Columns) -> str:
-    """scripts/sqlite/registrant-create.sql (version 3) with the configured names."""
-    q = quote_identifier
-    c = columns
-    return f"""CREATE TABLE {q(c.table)} (
-    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
-    {q(c.registrar)} CHAR(255) DEFAULT '' NOT NULL,
-    {q(c.proxy)} CHAR(255) DEFAULT NULL,
-    {q(c.aor)} CHAR(255) DEFAULT '' NOT NULL,
-    {q(c.third_party_registrant)} CHAR(255) DEFAULT NULL,
-    {q(c.username)} CHAR(64) DEFAULT NULL,
-    {q(c.password)} CHAR(64) DEFAULT NULL,
-    {q(c.binding_uri)} CHAR(255) DEFAULT '' NOT NULL,
-    {q(c.binding_params)} CHAR(64) DEFAULT NULL,
-    {q(c.expiry)} INTEGER DEFAULT NULL,
-    {q(c.forced_socket)} CHAR(64) DEFAULT NULL,
-    {q(c.cluster_shtag)} CHAR(64) DEFAULT NULL,
-    {q(c.state)} INTEGER DEFAULT 0 NOT NULL,
-    CONSTRAINT {q(c.table + "_registrant_idx")} UNIQUE ({q(c.aor)}, {q(c.binding_uri)}, {q(c.registrar)})
-)"""
-
-
-SQLITE_RUNTIME_TABLE = f"""CREATE TABLE IF NOT EXISTS {RUNTIME_TABLE} (
-    aor TEXT NOT NULL,
-    binding_uri TEXT NOT NULL,
-    registrar TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    from_tag TEXT NOT NULL,
-    cseq INTEGER NOT NULL,
-    state INTEGER NOT NULL,
-    expires INTEGER NOT NULL,
-    expires_at REAL NOT NULL,
-    last_code INTEGER,
-    last_reason TEXT,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (aor, binding_uri, registrar)
-)"""
-
-RUNTIME_COLUMNS: tuple[str, ...] = (
-    "aor",
-    "binding_uri",
-    "registrar",
-    "call_id",
-    "from_tag",
-    "cseq",
-    "state",
-    "expires",
-    "expires_at",
-    "last_code",
-    "last_reason",
-    "updated_at",
+VERSION = Table(
+    "version",
+    (
+        Column("table_name", "string(32)", not_null=True),
+        Column("table_version", "uint", not_null=True, default="0"),
+    ),
+    unique=("t_name_idx", ("table_name",)),
 )
+
+
+def registrant_table(columns: Columns) -> Table:
+    """The ``registrant`` table, version 3, with the configured names."""
+    c = columns
+    return Table(
+        c.table,
+        (
+            Column("id", "serial", not_null=True),
+            Column(c.registrar, "string(255)", not_null=True, default="''"),
+            Column(c.proxy, "string(255)", default="NULL"),
+            Column(c.aor, "string(255)", not_null=True, default="''"),
+            Column(c.third_party_registrant, "string(255)", default="NULL"),
+            Column(c.username, "string(64)", default="NULL"),
+            Column(c.password, "string(64)", default="NULL"),
+            Column(c.binding_uri, "string(255)", not_null=True, default="''"),
+            Column(c.binding_params, "string(64)", default="NULL"),
+            Column(c.expiry, "uint(1)", default="NULL"),
+            Column(c.forced_socket, "string(64)", default="NULL"),
+            Column(c.cluster_shtag, "string(64)", default="NULL"),
+            Column(c.state, "int", not_null=True, default="0"),
+        ),
+        unique=("registrant_idx", (c.aor, c.binding_uri, c.registrar)),
+    )
+
+
+RUNTIME_KEY: tuple[str, ...] = ("aor", "binding_uri", "registrar")
+
+RUNTIME = Table(
+    RUNTIME_TABLE,
+    (
+        Column("aor", "key", not_null=True),
+        Column("binding_uri", "key", not_null=True),
+        Column("registrar", "key", not_null=True),
+        Column("call_id", "text", not_null=True),
+        Column("from_tag", "text", not_null=True),
+        Column("cseq", "bigint", not_null=True),
+        Column("state", "int", not_null=True),
+        Column("expires", "bigint", not_null=True),
+        Column("expires_at", "double", not_null=True),
+        Column("last_code", "int"),
+        Column("last_reason", "text"),
+        Column("updated_at", "double", not_null=True),
+    ),
+    primary_key=RUNTIME_KEY,
+    ours=True,
+)
+
+RUNTIME_COLUMNS: tuple[str, ...] = tuple(c.name for c in RUNTIME.columns)
 
 
 def key_params(key: RecordKey) -> tuple[str, str, str]:
