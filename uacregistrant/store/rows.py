@@ -16,8 +16,7 @@ from typing import Any
 
 from uacregistrant.registrant.record import RecordConfig
 from uacregistrant.sip.errors import ParseError
-from uacregistrant.sip.headers import parse_params
-from uacregistrant.sip.uri import parse_uri
+from uacregistrant.sip.uri import URI, parse_uri
 
 # The logical names, in the order of OpenSIPS's table; ``id`` is not configurable.
 LOGICAL_COLUMNS: tuple[str, ...] = (
@@ -37,6 +36,25 @@ LOGICAL_COLUMNS: tuple[str, ...] = (
 )
 
 _CLUSTER_ID = re.compile(r"[0-9]+")
+
+# Every text field is bounded; the longest standard column is 255 characters,
+# so 1 KiB leaves room for wider local schemas without letting one row hold
+# megabytes in memory or on the wire.
+MAX_FIELD_BYTES = 1024
+# An expiry travels in Expires and Contact ``expires`` (RFC 3261 §20.19: a
+# 32-bit delta-seconds) and is multiplied by reregister_expiry_percentage
+# (at most 100): capped here, every later product stays far from any limit.
+MAX_EXPIRY = 2**31 - 1
+
+# RFC 3261 §25.1: generic-param = token [ EQUAL gen-value ],
+# gen-value = token / host / quoted-string.  No whitespace: binding_params are
+# copied into our Contact header as they are.
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_IPV6_REFERENCE = r"\[[0-9A-Fa-f:.]+\]"
+_QUOTED_STRING = r'"(?:[^"\\\x00-\x1f\x7f]|\\[^\x00-\x1f\x7f])*"'
+_GENERIC_PARAMS = re.compile(
+    rf"(?:;{_TOKEN}(?:={_TOKEN}|={_IPV6_REFERENCE}|={_QUOTED_STRING})?)+"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +116,28 @@ class RowError(Exception):
 
 
 def _text(row: Mapping[str, object], name: str) -> str | None:
-    """An optional text column: NULL and the empty string both mean absent."""
+    """An optional text column: NULL and the empty string both mean absent.
+
+    A driver may hand over bytes (a BLOB, or text that is not valid UTF-8):
+    they are decoded strictly here, so one bad field skips its row instead of
+    failing the whole read.
+    """
     value = row.get(name)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RowError(f"{name} is not valid UTF-8") from None
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise RowError(f"{name} is not text")
+    if len(value) > MAX_FIELD_BYTES // 4 and len(value.encode("utf-8", "replace")) > MAX_FIELD_BYTES:
+        raise RowError(f"{name} is longer than {MAX_FIELD_BYTES} bytes")
+    # Control characters (CR, LF, NUL, ...), lone surrogates and other
+    # invisible code points: each could split a header or a log line.
+    if not value.isprintable():
+        raise RowError(f"{name} has a control or non-printable character")
     return value
 
 
@@ -122,23 +156,27 @@ def _check_server_uri(name: str, text: str) -> str:
     return sys.intern(text)
 
 
-def _check_uri(name: str, text: str, *, user_allowed: bool = True) -> None:
+def _check_uri(name: str, text: str, *, user_allowed: bool = True) -> URI:
     try:
         uri = parse_uri(text)
     except ParseError:
         raise RowError(f"{name} is not a valid SIP URI") from None
     if not user_allowed and uri.user is not None:
         raise RowError(f"{name} must not have a user part")
+    if uri.password is not None:
+        raise RowError(f"{name} must not have a password in its user part")
+    # URI headers would become header fields of our requests (RFC 3261 §19.1.5).
+    if uri.headers:
+        raise RowError(f"{name} must not have ?headers")
+    return uri
 
 
 def _check_binding_params(params: str) -> None:
     if not params.startswith(";"):
         raise RowError("binding_params must start with ';'")
     # They follow <binding_URI> in our Contact header, so they are header params.
-    try:
-        parse_params(params)
-    except ParseError:
-        raise RowError("binding_params do not parse as header parameters") from None
+    if _GENERIC_PARAMS.fullmatch(params) is None:
+        raise RowError("binding_params are not ;name[=value] parameters")
 
 
 def _socket_key(text: str) -> str:
@@ -171,6 +209,8 @@ def _expiry(value: object, *, timer_interval: int, default_expires: int) -> int:
     # bool is an int subclass; a True expiry is a driver accident, not a number.
     if not isinstance(value, int) or isinstance(value, bool):
         raise RowError("expiry is not an integer")
+    if value > MAX_EXPIRY:
+        raise RowError(f"expiry is above {MAX_EXPIRY}")
     if value <= timer_interval:
         raise RowError(f"expiry {value} not above timer_interval {timer_interval}")
     # Tables hold a handful of distinct expiries: share one int object each.

@@ -40,7 +40,22 @@ class SQLiteDialect(Dialect):
 SQLITE = SQLiteDialect()
 
 
+def _text_or_bytes(raw: bytes) -> str | bytes:
+    """SQLite text as str, or as the raw bytes when it is not valid UTF-8.
+
+    The default text factory raises in the middle of a fetch, with the
+    column's text in the message: the whole load fails, the message can show a
+    password, and the unfinished statement keeps the connection on an old
+    snapshot.  Bytes reach the row validator instead, which skips that row.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
 def _on_open(connection: sqlite3.Connection) -> None:
+    connection.text_factory = _text_or_bytes
     # WAL lets opensips-cli or an operator's sqlite3 read while we write.
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA busy_timeout=5000")
