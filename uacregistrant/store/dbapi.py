@@ -99,8 +99,7 @@ class DbapiStore:
         result = LoadResult()
         while rows := txn.fetchmany(LOAD_CHUNK):
             chunk = validate_rows([dict(zip(LOGICAL_COLUMNS, row)) for row in rows], validate)
-            result.records.extend(chunk.records)
-            result.skipped.extend(chunk.skipped)
+            result.extend(chunk)
         return result
 
     def load_row(self, key: RecordKey) -> Deferred[dict[str, object] | None]:

@@ -45,10 +45,32 @@ class RuntimeState:
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
-    """The rows that became records and, for the others, (id, reason)."""
+    """The rows that became records and, for the others, (id, reason).
+
+    A table without the UNIQUE index (an old schema) can hold several rows
+    with one (aor, binding_URI, registrar): the first (lowest id) becomes the
+    record, each later one is skipped naming the first.
+    """
 
     records: list[RecordConfig] = field(default_factory=list)
     skipped: list[tuple[object, str]] = field(default_factory=list)
+    _first: dict[RecordKey, object] = field(default_factory=dict, repr=False, compare=False)
+
+    def add(self, record: RecordConfig) -> None:
+        first = self._first.get(record.key, self)
+        if first is self:
+            self._first[record.key] = record.id
+            self.records.append(record)
+        else:
+            self.skipped.append(
+                (record.id, f"duplicate of row {first} (same aor, binding_URI and registrar)")
+            )
+
+    def extend(self, other: "LoadResult") -> None:
+        """Add a later chunk of rows."""
+        for record in other.records:
+            self.add(record)
+        self.skipped.extend(other.skipped)
 
 
 Validate = Callable[[Mapping[str, object]], RecordConfig]
@@ -106,7 +128,9 @@ def validate_rows(rows: Sequence[Mapping[str, object]], validate: Validate) -> L
     result = LoadResult()
     for row in rows:
         try:
-            result.records.append(validate(row))
+            record = validate(row)
         except RowError as e:
             result.skipped.append((row.get("id"), e.reason))
+        else:
+            result.add(record)
     return result

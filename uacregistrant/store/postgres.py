@@ -352,8 +352,7 @@ class PostgresStore:
         result = LoadResult()
         async for chunk in _fetch_chunks(cursor, self._sql.select_all):
             part = validate_rows([dict(zip(LOGICAL_COLUMNS, row)) for row in chunk], validate)
-            result.records.extend(part.records)
-            result.skipped.extend(part.skipped)
+            result.extend(part)
         return result
 
     def load_row(self, key: RecordKey) -> Deferred[dict[str, object] | None]:
