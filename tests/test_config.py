@@ -178,7 +178,9 @@ BAD = [
     ({"shtag_takeover_s": "0"}, "shtag_takeover_s"),
     ({"enable_clustering": "2"}, "enable_clustering"),
     ({"unregister_on_shutdown": "maybe"}, "unregister_on_shutdown"),
-    ({"db_url": "mysql://u@h/db"}, "db_url"),
+    ({"db_url": "mysql://u@h:notaport/db"}, "db_url"),
+    ({"db_url": "mysql://u@h/"}, "db_url"),
+    ({"db_url": "mariadb://u@h/db"}, "db_url"),
     ({"db_url": "sqlite://relative.sqlite"}, "db_url"),
     ({"db_url": "sqlite:///"}, "db_url"),
     ({"db_url": "postgres://h:notaport/db"}, "db_url"),
@@ -285,6 +287,7 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
         ("sqlite:////abs/p.sqlite", DbUrl("sqlite", path="/abs/p.sqlite")),
         (PG_URL, DbUrl("postgres", dsn=PG_URL)),
         ("postgresql://127.0.0.1/registrant", DbUrl("postgres", dsn="postgresql://127.0.0.1/registrant")),
+        ("mysql://reg:pw@db:3307/opensips", DbUrl("mysql", dsn="mysql://reg:pw@db:3307/opensips")),
     ],
 )
 def test_parse_db_url(url: str, expected: DbUrl) -> None:
@@ -307,7 +310,8 @@ def test_redact_url() -> None:
 SECRET_TOKEN = "tok3n-XYZ secret"
 PG_SECRET_URLS = [
     "postgres://reg:s3cr3tpw@127.0.0.1:notaport/registrant",
-    "mysql://reg:s3cr3tpw@127.0.0.1/registrant",
+    "mysql://reg:s3cr3tpw@127.0.0.1:notaport/registrant",
+    "mysql://reg:s3cr3tpw@127.0.0.1/",
 ]
 
 

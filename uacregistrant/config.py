@@ -119,11 +119,11 @@ class Config:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class DbUrl:
-    """Where the records live: an SQLite file or a PostgreSQL DSN."""
+    """Where the records live: an SQLite file, a PostgreSQL DSN or a MySQL URL."""
 
-    kind: Literal["sqlite", "postgres"]
+    kind: Literal["sqlite", "postgres", "mysql"]
     path: str | None = None
-    # The URL as given, libpq accepts it unchanged; it may hold a password.
+    # The URL as given (libpq accepts it unchanged); it may hold a password.
     dsn: str | None = None
 
     def __repr__(self) -> str:
@@ -160,10 +160,19 @@ def parse_db_url(url: str) -> DbUrl:
         except ValueError:
             raise ConfigError("db_url", f"{shown} has a bad port") from None
         return DbUrl("postgres", dsn=url)
+    if scheme == "mysql" and "://" in url:
+        try:
+            urlsplit(url).port
+        except ValueError:
+            raise ConfigError("db_url", f"{shown} has a bad port") from None
+        if not urlsplit(url).path.strip("/"):
+            raise ConfigError("db_url", f"{shown} names no database")
+        return DbUrl("mysql", dsn=url)
     raise ConfigError(
         "db_url",
-        f"{shown} is not sqlite:///relative/path, sqlite:////absolute/path "
-        "or postgres://user:password@host:port/dbname",
+        f"{shown} is not sqlite:///relative/path, sqlite:////absolute/path, "
+        "postgres://user:password@host:port/dbname "
+        "or mysql://user:password@host[:port]/dbname",
     )
 
 

@@ -4,6 +4,8 @@
   started :class:`~tests.peers.kamailio.Kamailio` on a free port; all are stopped at teardown.
 - ``postgres``: one private :class:`~tests.peers.postgres.Postgres` cluster for the session.
 - ``pg_dsn``: a fresh, empty database on it for one test (dropped afterwards).
+- ``mariadb``: one private :class:`~tests.peers.mariadb.MariaDB` server for the session.
+- ``mysql_url``: a fresh, empty database on it for one test (dropped afterwards).
 
 Missing binaries skip these tests, or fail them when ``CI=true``.
 """
@@ -19,6 +21,7 @@ import pytest
 
 from tests.peers import free_port, unavailable
 from tests.peers import kamailio as kamailio_peer
+from tests.peers import mariadb as mariadb_peer
 from tests.peers import postgres as postgres_peer
 
 
@@ -69,3 +72,29 @@ def pg_dsn(postgres: postgres_peer.Postgres) -> Iterator[str]:
         if not postgres.running():
             postgres.start()
         postgres.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[mariadb_peer.MariaDB]:
+    reason = mariadb_peer.unavailable_reason()
+    if reason is not None:
+        unavailable(reason)
+    server = mariadb_peer.MariaDB()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def mysql_url(mariadb: mariadb_peer.MariaDB) -> Iterator[str]:
+    name = "test_" + uuid.uuid4().hex[:12]
+    url = mariadb.create_database(name)
+    try:
+        yield url
+    finally:
+        # A test that stopped the shared server must not take the others down with it.
+        if not mariadb.running():
+            mariadb.start()
+        mariadb.drop_database(name)

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.peers import free_port
+from tests.peers.mariadb import MariaDB
 from tests.peers.postgres import Postgres
 from uacregistrant.store.interface import IRegistrantStore
+from uacregistrant.store.mysql import MySQLStore
 from uacregistrant.store.postgres import PostgresStore, folded
 from uacregistrant.store.rows import Columns
 from uacregistrant.store.sqlite import SQLiteStore
@@ -253,12 +255,124 @@ class PostgresBackend:
             " AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f'"{folded(table)}"',))]
 
 
-BACKENDS = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
+class MySQLBackend:
+    """A fresh database per test on the session's private MariaDB, with a PyMySQL side door."""
+
+    # scripts/mysql/standard-create.sql and registrant-create.sql as OpenSIPS ships them.
+    OPENSIPS_VERSION_TABLE = """CREATE TABLE version (
+    table_name CHAR(32) NOT NULL,
+    table_version INT UNSIGNED DEFAULT 0 NOT NULL,
+    CONSTRAINT t_name_idx UNIQUE (table_name)
+) ENGINE=MyISAM"""
+    OPENSIPS_REGISTRANT_V3 = """CREATE TABLE registrant (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    registrar CHAR(255) DEFAULT '' NOT NULL,
+    proxy CHAR(255) DEFAULT NULL,
+    aor CHAR(255) DEFAULT '' NOT NULL,
+    third_party_registrant CHAR(255) DEFAULT NULL,
+    username CHAR(64) DEFAULT NULL,
+    password CHAR(64) DEFAULT NULL,
+    binding_URI CHAR(255) DEFAULT '' NOT NULL,
+    binding_params CHAR(64) DEFAULT NULL,
+    expiry INT(1) UNSIGNED DEFAULT NULL,
+    forced_socket CHAR(64) DEFAULT NULL,
+    cluster_shtag CHAR(64) DEFAULT NULL,
+    state INT DEFAULT 0 NOT NULL,
+    CONSTRAINT registrant_idx UNIQUE (aor, binding_URI, registrar)
+) ENGINE=InnoDB"""
+    OPENSIPS_REGISTRANT_V2 = """CREATE TABLE registrant (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    registrar CHAR(255) DEFAULT '' NOT NULL,
+    proxy CHAR(255) DEFAULT NULL,
+    aor CHAR(255) DEFAULT '' NOT NULL,
+    third_party_registrant CHAR(255) DEFAULT NULL,
+    username CHAR(64) DEFAULT NULL,
+    password CHAR(64) DEFAULT NULL,
+    binding_URI CHAR(255) DEFAULT '' NOT NULL,
+    binding_params CHAR(64) DEFAULT NULL,
+    expiry INT(1) UNSIGNED DEFAULT NULL,
+    forced_socket CHAR(64) DEFAULT NULL,
+    cluster_shtag CHAR(64) DEFAULT NULL,
+    CONSTRAINT registrant_idx UNIQUE (aor, binding_URI, registrar)
+) ENGINE=InnoDB"""
+
+    def __init__(self, server: MariaDB, url: str) -> None:
+        self.server = server
+        self.url = url
+        self.dbname = url.rsplit("/", 1)[1]
+
+    def make_store(self, columns: Columns) -> IRegistrantStore:
+        return MySQLStore(self.url, columns)
+
+    def unreachable_store(self, columns: Columns) -> IRegistrantStore:
+        return MySQLStore(f"mysql://uac:pw@127.0.0.1:{free_port('tcp')}/x", columns)
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        self.server.execute(sql.replace("?", "%s"), tuple(params) or None, self.dbname)
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        return self.server.execute(sql.replace("?", "%s"), tuple(params) or None, self.dbname)
+
+    def create_opensips_table(self, version: int) -> None:
+        """What OpenSIPS's install scripts leave behind, table version 2 or 3."""
+        self.execute(self.OPENSIPS_VERSION_TABLE)
+        self.execute("INSERT INTO version (table_name, table_version) values ('registrant', %s)",
+                     (str(version),))
+        self.execute(self.OPENSIPS_REGISTRANT_V3 if version == 3 else self.OPENSIPS_REGISTRANT_V2)
+
+    def insert_row(self, columns: Columns, values: dict[str, object]) -> int:
+        """Insert logical-name values by hand, bypassing every check; return the id."""
+        names = ", ".join(f"`{columns.physical(k)}`" for k in values)
+        marks = ", ".join("%s" for _ in values)
+        connection = self.server.connect(self.dbname)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"INSERT INTO `{columns.table}` ({names}) VALUES ({marks})",
+                               tuple(values.values()))
+                return int(cursor.lastrowid)
+        finally:
+            connection.close()
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.query(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE()"
+            " AND table_name = %s", (table,)))
+
+    def schema_snapshot(self, table: str) -> list[tuple[object, ...]]:
+        """Everything that defines a table: engine, collation, columns, indexes."""
+        return (
+            self.query(
+                "SELECT engine, table_collation FROM information_schema.tables"
+                " WHERE table_schema = DATABASE() AND table_name = %s", (table,))
+            + self.query(
+                "SELECT column_name, column_type, is_nullable, column_default, extra"
+                " FROM information_schema.columns WHERE table_schema = DATABASE()"
+                " AND table_name = %s ORDER BY ordinal_position", (table,))
+            + self.query(
+                "SELECT index_name, non_unique, seq_in_index, column_name"
+                " FROM information_schema.statistics WHERE table_schema = DATABASE()"
+                " AND table_name = %s ORDER BY index_name, seq_in_index", (table,))
+        )
+
+    def version_rows(self) -> list[tuple[object, ...]]:
+        return self.query("SELECT table_name, table_version FROM version ORDER BY table_name")
+
+    def column_names(self, table: str) -> list[str]:
+        return [str(row[0]) for row in self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE()"
+            " AND table_name = %s ORDER BY ordinal_position", (table,))]
+
+
+BACKENDS = {"sqlite": SQLiteBackend, "postgres": PostgresBackend, "mysql": MySQLBackend}
+Backend = SQLiteBackend | PostgresBackend | MySQLBackend
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteBackend | PostgresBackend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if BACKENDS[request.param] is PostgresBackend:
         return PostgresBackend(request.getfixturevalue("postgres"),
                                request.getfixturevalue("pg_dsn"))
+    if BACKENDS[request.param] is MySQLBackend:
+        return MySQLBackend(request.getfixturevalue("mariadb"),
+                            request.getfixturevalue("mysql_url"))
     return SQLiteBackend(tmp_path)

@@ -1,0 +1,221 @@
+"""The registrant store on MySQL or MariaDB, through PyMySQL in adbapi's worker thread.
+
+PyMySQL is pure Python (nothing to compile) and blocking, so it runs in a
+pool of one thread and one connection: writes reach the server in the order
+they were asked for.  Every operation starts with a ping that reconnects a
+connection the server has dropped (a restart, ``wait_timeout``, ``KILL``),
+so an idle kill costs one round trip and never a failed call; while the
+server is away each call fails fast with StoreUnavailable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pymysql
+from pymysql.constants import CLIENT
+from twisted.enterprise import adbapi
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from uacregistrant.store.dbapi import DbapiStore
+from uacregistrant.store.dialect import Dialect, open_schema, run_steps
+from uacregistrant.store.interface import IRegistrantStore, StoreError, StoreUnavailable
+from uacregistrant.store.rows import Columns
+
+# Client-side errors (2000-2999: cannot connect, server gone away, lost
+# connection) and the server's own "shutting down", "connection killed",
+# "too many connections": the database is away, not our SQL wrong.
+_AWAY_CODES = frozenset({1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161, 1927, 4031})
+
+
+class MySQLDialect(Dialect):
+    """scripts/mysql/*-create.sql; our own table compares keys byte for byte."""
+
+    name = "MySQL"
+    mark = "%s"
+    quote_char = "`"
+    types: ClassVar[dict[str, str]] = {
+        "serial": "INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY",
+        "string": "CHAR({n})",
+        "int": "INT",
+        "uint": "INT UNSIGNED",
+        "uint(1)": "INT(1) UNSIGNED",
+        "bigint": "BIGINT",
+        "double": "DOUBLE",
+        "text": "TEXT",
+        # Three of these make the primary key: 3 x 255 x 4 bytes fits InnoDB's 3072.
+        "key": "VARCHAR(255)",
+    }
+    table_options = " ENGINE=InnoDB"
+    own_table_options = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+    prefix_index_names = False
+    table_exists_sql = (
+        "SELECT 1 FROM information_schema.tables"
+        " WHERE table_schema = DATABASE() AND table_name = %s"
+    )
+    columns_sql = (
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = DATABASE() AND table_name = %s"
+    )
+
+    def on_conflict(self, key: tuple[str, ...], updates: list[str]) -> str:
+        sets = ", ".join(f"{self.quote(c)} = VALUES({self.quote(c)})" for c in updates)
+        return f" ON DUPLICATE KEY UPDATE {sets}"
+
+
+MYSQL = MySQLDialect()
+
+# DDL commits on its own in MySQL: a named lock, not a transaction, keeps two
+# nodes starting together from creating the tables twice.
+SCHEMA_LOCK = "uac_registrant schema"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class MySQLParams:
+    """What PyMySQL needs from ``mysql://user:password@host[:port]/db[?unix_socket=path]``."""
+
+    user: str
+    password: str
+    database: str
+    host: str = "localhost"
+    port: int = 3306
+    unix_socket: str | None = None
+
+    def __repr__(self) -> str:
+        return f"MySQLParams({self.shown})"
+
+    @property
+    def shown(self) -> str:
+        """Where the server is, for messages: never the password."""
+        where = self.unix_socket or f"{self.host}:{self.port}"
+        return f"{self.user}@{where}/{self.database}"
+
+
+def mysql_params(url: str) -> MySQLParams:
+    """Split a ``mysql://`` URL; ValueError (without the password) if it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "mysql":
+        raise ValueError("not a mysql:// URL")
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise ValueError("bad port") from None
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ValueError("names no database (mysql://user:password@host[:port]/database)")
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"unix_socket"}
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r} (only unix_socket)")
+    sockets = query.get("unix_socket", [None])
+    return MySQLParams(
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=database,
+        host=parts.hostname or "localhost",
+        port=port,
+        unix_socket=sockets[-1],
+    )
+
+
+class _Connection(adbapi.Connection):
+    """adbapi's connection, made good again before every operation."""
+
+    def cursor(self) -> Any:
+        # Transaction() asks for the cursor first thing: ping there, and a
+        # connection the server dropped is replaced before any statement runs.
+        try:
+            self._connection.ping(reconnect=False)
+        except pymysql.err.Error:
+            self._connection.connect()
+        return self._connection.cursor()
+
+    def rollback(self) -> None:
+        try:
+            self._connection.rollback()
+        except pymysql.err.Error:
+            # The connection died with the transaction, which the server then
+            # rolled back; the first error goes on, the next ping reconnects.
+            if self._connection.open:
+                self._connection.close()
+
+
+class _Pool(adbapi.ConnectionPool):
+    connectionFactory = _Connection
+
+
+@implementer(IRegistrantStore)
+class MySQLStore(DbapiStore):
+    """``MySQLStore(url, columns, *, reactor=None, ...)`` on one PyMySQL connection.
+
+    Timeouts bound every wait on the server: connecting, and each read or
+    write on the socket (a server that stopped answering, a dead host).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        columns: Columns,
+        *,
+        reactor: Any = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        write_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(MYSQL, columns)
+        self.params = mysql_params(url)
+        self._reactor = reactor
+        self._timeouts = (connect_timeout, read_timeout, write_timeout)
+
+    def _new_pool(self) -> adbapi.ConnectionPool:
+        p = self.params
+        connect_timeout, read_timeout, write_timeout = self._timeouts
+        where: dict[str, Any] = (
+            {"unix_socket": p.unix_socket} if p.unix_socket else {"host": p.host, "port": p.port}
+        )
+        extra = {} if self._reactor is None else {"cp_reactor": self._reactor}
+        return _Pool(
+            "pymysql",
+            user=p.user,
+            password=p.password,
+            database=p.database,
+            charset="utf8mb4",
+            # rowcount counts the rows an UPDATE matched, not only those it changed.
+            client_flag=CLIENT.FOUND_ROWS,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            cp_min=1,
+            cp_max=1,
+            cp_noisy=False,
+            **where,
+            **extra,
+        )
+
+    def _open_schema(self, txn: Any) -> None:
+        txn.execute("SELECT GET_LOCK(%s, 30)", (SCHEMA_LOCK,))
+        try:
+            run_steps(txn, open_schema(self._sql))
+        finally:
+            txn.execute("SELECT RELEASE_LOCK(%s)", (SCHEMA_LOCK,))
+
+    def _translate(self, failure: Failure) -> Failure:
+        if failure.check(StoreError):
+            return failure
+        if failure.check(pymysql.err.Error):
+            code, text = _code_and_text(failure.value)
+            if failure.check(pymysql.err.InterfaceError) or 2000 <= code < 3000 or code in _AWAY_CODES:
+                raise StoreUnavailable(f"MySQL at {self.params.shown} unavailable: {text}")
+            raise StoreError(f"MySQL error: {text}")
+        return failure
+
+
+def _code_and_text(error: BaseException) -> tuple[int, str]:
+    args = error.args
+    if len(args) >= 2 and isinstance(args[0], int):
+        return args[0], f"{args[1]} ({args[0]})"
+    return 0, str(error) or type(error).__name__
+
