@@ -17,6 +17,7 @@ setup(
         "treq",
         "txpostgres",
         "psycopg2-binary",
+        "PyMySQL",
         "service-identity",
         "pyOpenSSL",
         "prometheus_client",

@@ -19,7 +19,7 @@ def create_table_without_unique_index(backend: Any) -> None:
     backend.create_opensips_table(3)
     # Rebuilt as an older schema had it: the same columns, no UNIQUE constraint.
     backend.execute("DROP TABLE registrant")
-    backend.execute(re.sub(r",\s*CONSTRAINT registrant_registrant_idx\s+UNIQUE \([^)]*\)", "",
+    backend.execute(re.sub(r",\s*CONSTRAINT (registrant_)?registrant_idx\s+UNIQUE \([^)]*\)", "",
                            backend.OPENSIPS_REGISTRANT_V3))
 
 
