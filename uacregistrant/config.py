@@ -93,6 +93,9 @@ class Config:
     event_url: str | None = _param(None, "http(s) URL receiving state change events")
     node_id: str | None = _param(None, "this node's name in the cluster")
     shtag_takeover_s: float = _param(5.0, "seconds before a dead node's sharing tag is taken over")
+    shtag_static_limit_s: float = _param(
+        600.0, "seconds a node cut off from the database keeps its sharing tags (0: for ever)"
+    )
     retry_backoff_cap: int = _param(3600, "cap of the retry backoff in seconds (0: no growth)")
 
     @property
@@ -347,6 +350,7 @@ def validate(config: Config) -> None:
     _at_least(config, "retry_backoff_cap", 0)
     if config.shtag_takeover_s <= 0:
         raise ConfigError("shtag_takeover_s", "must be more than 0")
+    _at_least(config, "shtag_static_limit_s", 0)
     _check_names(config)
     db = parse_db_url(config.db_url)
     if config.enable_clustering:

@@ -19,7 +19,20 @@ class LockServer:
     wanted: dict[str, tuple[str, float]] = field(default_factory=dict)  # tag -> (node, until)
     since: dict[str, tuple[str, float]] = field(default_factory=dict)
     sessions: dict[str, "FakeLocks"] = field(default_factory=dict)
+    beats: dict[str, float] = field(default_factory=dict)  # node -> last heartbeat
     up: bool = True
+    cut: set[str] = field(default_factory=set)  # nodes that cannot reach the server
+
+    def stop(self) -> None:
+        """The server goes down: every session ends and every lock is freed."""
+        self.up = False
+        for node_id in list(self.sessions):
+            self.drop(node_id)
+
+    def cut_off(self, node_id: str) -> None:
+        """A partition: the node cannot reach the server, and the server drops its session."""
+        self.cut.add(node_id)
+        self.drop(node_id)
 
     def drop(self, node_id: str) -> None:
         """The server loses a node's session: its locks are free at once."""
@@ -47,13 +60,13 @@ class FakeLocks:
         return self.server.sessions.get(self.node_id) is self
 
     def _check(self) -> Deferred | None:
-        if not self.connected or not self.server.up:
+        if not self.connected or not self.server.up or self.node_id in self.server.cut:
             return fail(ConnectionError("session lost"))
         return None
 
     def connect(self, timeout: float) -> Deferred:
         self.connects += 1
-        if not self.server.up:
+        if not self.server.up or self.node_id in self.server.cut:
             return fail(ConnectionError("connection refused"))
         self.server.sessions[self.node_id] = self
         return succeed(None)
@@ -65,7 +78,11 @@ class FakeLocks:
     def heartbeat(self) -> Deferred:
         if self.hung:
             return Deferred()
-        return self._check() or succeed(None)
+        failed = self._check()
+        if failed:
+            return failed
+        self.server.beats[self.node_id] = self.server.clock.seconds()
+        return succeed(None)
 
     def try_lock(self, tag: str) -> Deferred:
         failed = self._check()
@@ -90,21 +107,28 @@ class FakeLocks:
         return succeed(
             Survey(
                 owners={tag: self.server.locks.get(tag) for tag in tags},
+                noted={t: n for t, (n, _) in self.server.since.items()},
+                ages={n: now - beat for n, beat in self.server.beats.items()},
                 wanted={t: n for t, (n, until) in self.server.wanted.items() if until > now},
-                live_nodes=len(self.server.sessions),
             )
         )
 
     def own(self, tag: str) -> Deferred:
+        failed = self._check()
+        if failed:
+            return failed
         self.server.since[tag] = (self.node_id, self.server.clock.seconds())
         if self.server.wanted.get(tag, ("",))[0] == self.node_id:
             del self.server.wanted[tag]
-        return self._check() or succeed(None)
+        return succeed(None)
 
     def disown(self, tag: str) -> Deferred:
+        failed = self._check()
+        if failed:
+            return failed
         if self.server.since.get(tag, ("",))[0] == self.node_id:
             del self.server.since[tag]
-        return self._check() or succeed(None)
+        return succeed(None)
 
     def request(self, tag: str, valid_for: float) -> Deferred:
         failed = self._check()

@@ -43,9 +43,9 @@ async def test_one_node_holds_a_tag_and_the_server_tells_who(nodes):
     assert await b.try_lock("other/2") is True
     survey = await b.survey(["vip/1", "other/2", "free/3"])
     assert survey.owners == {"vip/1": "a", "other/2": "b", "free/3": None}
-    assert survey.live_nodes == 2
-    assert survey.wanted == {}
+    assert survey.wanted == {} and survey.noted == {}
     await a.own("vip/1")
+    assert (await b.survey(["vip/1"])).noted == {"vip/1": "a"}
     owners = await b.owners(["vip/1", "free/3"])
     assert owners["vip/1"].node_id == "a" and owners["vip/1"].since is not None
     assert owners["free/3"].node_id is None
@@ -65,7 +65,6 @@ async def test_reset_frees_the_locks_on_the_server(nodes):
     with pytest.raises(ConnectionError):
         a.heartbeat()
     await eventually(lambda: b.try_lock("vip/1"))
-    assert (await b.survey(["vip/1"])).live_nodes == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -94,3 +93,21 @@ async def test_an_expired_request_counts_no_more(nodes):
     await made["b"].connect(5)
     await made["b"].request("vip/1", 0)
     assert (await made["b"].survey(["vip/1"])).wanted == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeats_age_on_the_server_clock_and_outlive_the_session(nodes):
+    (made, _) = nodes
+    a, b = made["a"], made["b"]
+    await a.connect(5)
+    await b.connect(5)
+    assert (await b.survey([])).ages == {}  # the table exists from the first connect on
+    await a.heartbeat()
+    await deferLater(reactor, 0.3, lambda: None)
+    await b.heartbeat()
+    ages = (await b.survey([])).ages
+    assert set(ages) == {"a", "b"}
+    assert 0 <= ages["b"] < 0.2 and 0.3 <= ages["a"] < 2
+    a.reset()  # a dead node's row stays, getting older: that is how the others tell
+    await deferLater(reactor, 0.2, lambda: None)
+    assert (await b.survey([])).ages["a"] >= 0.5

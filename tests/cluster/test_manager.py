@@ -50,7 +50,7 @@ class Node:
         return self.engine.get(config.key)
 
     def held(self) -> set[str]:
-        return self.manager.held
+        return set(self.manager.held)
 
 
 class Cluster:
@@ -109,12 +109,21 @@ def test_records_without_a_tag_are_registered_everywhere(cluster):
     assert [s.header("To") for s in b.answer()] == ["<sip:bob@example.test>"]
 
 
-def test_a_lost_session_gives_the_tag_up_and_the_other_node_resumes_the_same_binding(cluster):
+def kill(node: Node) -> None:
+    """What the others see of a node killed with SIGKILL: its session ends, nothing else."""
+    node.manager._loop.stop()
+    node.engine.scheduler.active = lambda registrant: False
+    node.locks.server.drop(node.name)
+
+
+def test_a_dead_node_tags_are_taken_once_its_heartbeat_is_old_with_the_same_binding(cluster):
     a, b, sent = registered_on_a(cluster)
-    cluster.server.drop("a")  # e.g. the backend was terminated
-    cluster.clock.advance(1)
-    assert a.held() == set() and a.get().state is State.NOT_REGISTERED_STATE
-    assert b.held() == {"vip/1"}
+    last_beat = cluster.server.beats["a"]
+    kill(a)
+    while not b.held():
+        cluster.clock.advance(0.1)
+    # Not before its heartbeat is takeover_s old, and at b's next look after that.
+    assert TAKEOVER <= cluster.clock.seconds() - last_beat <= TAKEOVER + b.manager.period
     resumed = b.get()
     assert resumed.state is State.REGISTERED_STATE
     assert (resumed.call_id, resumed.from_tag) == (sent.header("Call-ID"), a.get().from_tag)
@@ -124,18 +133,118 @@ def test_a_lost_session_gives_the_tag_up_and_the_other_node_resumes_the_same_bin
     [refresh] = b.sender.sent
     assert refresh.header("Call-ID") == sent.header("Call-ID")
     assert refresh.cseq == sent.cseq + CSEQ_MARGIN + 1
-    assert a.sender.sent == []
 
 
-def test_a_heartbeat_without_answer_gives_the_tag_up_locally_within_a_period(cluster):
+def test_a_killed_session_is_reopened_and_the_node_keeps_its_tag(cluster):
+    a, b, _ = registered_on_a(cluster)
+    cluster.server.drop("a")  # e.g. the backend was terminated
+    cluster.clock.advance(1)  # a notices, reconnects and locks it again: b never got it
+    assert a.locks.connects == 2
+    assert a.held() == {"vip/1"} and not a.manager.hold("vip/1").static
+    assert cluster.server.locks == {"vip/1": "a"}
+    cluster.clock.pump([1] * 30)
+    assert b.held() == set() and b.sender.sent == []
+
+
+def test_a_heartbeat_without_answer_makes_the_node_static_within_a_period(cluster):
     a, b, _ = registered_on_a(cluster)
     a.locks.hung = True
     cluster.clock.advance(1)  # the heartbeat leaves
-    assert a.held() == {"vip/1"}
-    cluster.clock.advance(0.8)  # ... and times out: everything stops here first
-    assert a.held() == set()
-    assert a.get().state is State.NOT_REGISTERED_STATE
+    cluster.clock.advance(0.8)  # ... and times out
     assert not a.locks.connected  # the session is dropped, so the server frees the lock
+    assert a.held() == {"vip/1"} and a.manager.hold("vip/1").static
+    assert a.get().state is State.REGISTERED_STATE
+
+
+def test_a_database_outage_for_everyone_changes_no_hands_and_lapses_nothing(cluster):
+    a, b, sent = registered_on_a(cluster)
+    a.manager.static_limit_s = 0  # for ever
+    cluster.server.stop()
+    cluster.store.available = False
+    cluster.clock.advance(1)
+    assert a.manager.away_since is not None and b.manager.away_since is not None
+    refreshes = []
+    for _ in range(1800):  # three expiries
+        cluster.clock.advance(1)
+        refreshes += a.answer()
+    assert len(refreshes) == 3 and b.sender.sent == []
+    assert {r.header("Call-ID") for r in refreshes} == {sent.header("Call-ID")}
+    assert a.held() == {"vip/1"} and a.manager.hold("vip/1").static and b.held() == set()
+    assert a.manager.away_for() == pytest.approx(1801, abs=1)
+    assert cluster.store.runtime[VIP.key].cseq == sent.cseq  # kept back, not lost
+    cluster.store.available = True
+    cluster.server.up = True
+    cluster.clock.advance(1)
+    assert a.held() == {"vip/1"} and not a.manager.hold("vip/1").static
+    assert a.manager.away_since is None and a.manager.away_for() == 0
+    cluster.clock.pump([1] * 60)  # the runtime writer's retry
+    assert cluster.store.runtime[VIP.key].cseq == refreshes[-1].cseq
+    assert b.held() == set() and b.sender.sent == []
+
+
+def test_the_owner_back_within_the_grace_gets_its_tag_back(cluster):
+    a, b, sent = registered_on_a(cluster)
+    cluster.server.stop()
+    cluster.clock.pump([1] * 100)
+    cluster.server.cut.add("a")  # a comes back later than b
+    cluster.server.up = True
+    cluster.clock.advance(1)
+    assert b.locks.connected and not a.locks.connected
+    cluster.clock.advance(b.manager.grace_s - 1)
+    cluster.server.cut.clear()
+    cluster.clock.pump([1] * 30)
+    assert a.held() == {"vip/1"} and b.held() == set() and b.sender.sent == []
+
+
+def test_an_owner_not_back_after_the_grace_loses_its_tag_and_steps_down_when_back(cluster):
+    a, b, sent = registered_on_a(cluster)
+    cluster.server.stop()
+    cluster.clock.pump([1] * 100)
+    cluster.server.cut.add("a")
+    cluster.server.up = True
+    cluster.clock.advance(1)
+    reconnected = cluster.clock.seconds()
+    while not b.held():
+        cluster.clock.advance(0.1)
+    assert cluster.clock.seconds() - reconnected >= b.manager.grace_s
+    assert b.get().call_id == sent.header("Call-ID")
+    cluster.server.cut.clear()
+    cluster.clock.advance(1)
+    assert a.held() == set() and a.get().state is State.NOT_REGISTERED_STATE
+
+
+def test_a_cut_off_node_tags_are_taken_and_it_steps_down_when_back_without_unregistering(cluster):
+    a, b, sent = registered_on_a(cluster)
+    cut = cluster.clock.seconds()
+    cluster.server.cut_off("a")
+    while not b.held():
+        cluster.clock.advance(0.1)
+        assert a.held() == {"vip/1"}  # a goes on meanwhile
+    assert cluster.clock.seconds() - cut <= TAKEOVER + 2 * b.manager.period
+    assert b.get().call_id == sent.header("Call-ID")
+    cluster.clock.pump([1] * 600)  # both refresh the same binding in the same dialog
+    [from_a], [from_b] = a.answer(), b.answer()
+    assert from_a.header("Call-ID") == from_b.header("Call-ID") == sent.header("Call-ID")
+    cluster.server.cut.clear()
+    cluster.clock.advance(1)
+    assert a.held() == set() and a.sender.sent == []  # stepped down: no unREGISTER
+    cluster.clock.pump([1] * 600)
+    assert a.sender.sent == []
+    [again] = b.answer()
+    assert again.header("Call-ID") == sent.header("Call-ID")
+
+
+def test_a_node_away_longer_than_the_limit_stops_its_tags(cluster):
+    a, b, sent = registered_on_a(cluster)
+    a.manager.static_limit_s = 100
+    cluster.server.cut_off("a")
+    cluster.clock.pump([1] * 99)
+    assert a.held() == {"vip/1"}
+    cluster.clock.pump([1] * 2)
+    assert a.held() == set() and a.get().state is State.NOT_REGISTERED_STATE
+    a.answer()
+    cluster.clock.pump([1] * 600)
+    assert a.sender.sent == []
 
 
 def test_a_node_without_its_database_holds_nothing_and_retakes_when_it_is_back(cluster):
@@ -229,9 +338,15 @@ def test_a_standby_does_not_keep_records_resumed_at_load(cluster):
     assert c.sender.sent == []
 
 
-def test_listing_shows_owner_and_where_active(cluster):
+def test_listing_shows_owner_and_how_it_is_held_here(cluster):
     a, b, _ = registered_on_a(cluster)
-    [(tag, owner, here)] = b.manager.listing().result
-    assert (tag, owner.node_id, here) == ("vip/1", "a", False)
-    [(tag, owner, here)] = a.manager.listing().result
-    assert (owner.node_id, here) == ("a", True)
+    [(tag, owner, hold)] = b.manager.listing().result
+    assert (tag, owner.node_id, hold) == ("vip/1", "a", None)
+    [(tag, owner, hold)] = a.manager.listing().result
+    taken = hold.since
+    assert owner.node_id == "a" and not hold.static and taken <= cluster.clock.seconds()
+    cluster.clock.advance(5)
+    cluster.server.stop()
+    cluster.clock.advance(1)
+    [(tag, owner, hold)] = a.manager.listing().result
+    assert owner.node_id == "a" and hold.static and hold.since == a.manager.away_since > taken

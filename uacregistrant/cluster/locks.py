@@ -1,6 +1,10 @@
-"""The database side of the sharing tags: session advisory locks, the
-``uac_registrant_shtags`` table and its NOTIFY channel, on one dedicated
-txpostgres connection.
+"""The database side of the sharing tags.
+
+:class:`ILockBackend` is what the manager needs from a database; any server
+with session-scoped locks can implement it (``PostgresLocks`` here, on
+advisory locks, the ``uac_registrant_shtags`` table, the
+``uac_registrant_nodes`` heartbeat table and a NOTIFY channel, all on one
+dedicated txpostgres connection).
 
 The connection is never reconnected behind the manager's back: a session that
 fails is closed (which frees its locks on the server) and the manager opens a
@@ -25,7 +29,8 @@ log = Logger()
 # with another application's on the same database ("UACR").
 LOCK_NAMESPACE = 0x55414352
 CHANNEL = "uac_registrant_shtags"
-# pg_stat_activity.application_name of the lock sessions; counts the live nodes.
+NODES = "uac_registrant_nodes"
+# pg_stat_activity.application_name of the lock sessions (for operators).
 APPLICATION_PREFIX = "uac-registrant-cluster:"
 
 SHTAGS_TABLE = f"""CREATE TABLE IF NOT EXISTS {CHANNEL} (
@@ -37,6 +42,10 @@ SHTAGS_TABLE = f"""CREATE TABLE IF NOT EXISTS {CHANNEL} (
     wanted_until TIMESTAMP WITH TIME ZONE,
     PRIMARY KEY (tag, cluster_id)
 )"""
+NODES_TABLE = f"""CREATE TABLE IF NOT EXISTS {NODES} (
+    node_id TEXT PRIMARY KEY,
+    beat TIMESTAMP WITH TIME ZONE NOT NULL
+)"""
 # The same key the store takes: two nodes starting together create tables one after the other.
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('uac_registrant schema'))"
 
@@ -47,21 +56,30 @@ LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND l.classid = {LOCK_NAMESPACE}::oid AND l.objid = hashtext(t.tag)::oid
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid"""
-_LIVE = """SELECT count(DISTINCT application_name) FROM pg_stat_activity
-WHERE datname = current_database() AND application_name LIKE %s"""
 _WANTED = f"""SELECT tag || '/' || cluster_id, wanted_by FROM {CHANNEL}
 WHERE wanted_by IS NOT NULL AND wanted_until > now()"""
 _SINCE = f"""SELECT tag || '/' || cluster_id, node_id, extract(epoch FROM since) FROM {CHANNEL}
 WHERE node_id IS NOT NULL"""
+# Ages on the server's clock: the nodes' clocks never need to agree.
+_AGES = f"SELECT node_id, extract(epoch FROM now() - beat) FROM {NODES}"
+_BEAT = (
+    f"INSERT INTO {NODES} (node_id, beat) VALUES (%s, now())"
+    " ON CONFLICT (node_id) DO UPDATE SET beat = EXCLUDED.beat"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Survey:
-    """One look at the cluster: lock holders, pending requests, live nodes."""
+    """One look at the cluster, taken on the database."""
 
-    owners: dict[str, str | None]  # tag text -> node_id holding its lock, or None
-    wanted: dict[str, str]  # tag text -> node_id that asked for it (not expired)
-    live_nodes: int
+    # tag text -> node_id whose session holds the tag's lock now, or None
+    owners: dict[str, str | None]
+    # tag text -> node_id last noted as its owner (by ``own``, cleared by ``disown``)
+    noted: dict[str, str]
+    # node_id -> seconds since its last heartbeat, on the server's clock
+    ages: dict[str, float]
+    # tag text -> node_id that asked for it (requests not expired)
+    wanted: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,40 +91,53 @@ class Owner:
 
 
 class ILockBackend(Interface):
-    """Where sharing tags are locked, owned and asked for."""
+    """Where sharing tags are locked, owned and asked for, and nodes beat.
+
+    The contract the manager relies on:
+
+    - A lock belongs to the backend's session; when the session ends (closed,
+      killed, or its connection lost as the server sees it), the server frees
+      every lock the session held.  ``try_lock`` never waits.
+    - Every call but ``connect`` and ``reset`` fails at once (ConnectionError)
+      without a session, and fails if the session breaks meanwhile.
+    - Tables of its own are created on first use, inside ``connect``.
+    - Times in a ``Survey`` are measured on the database server's clock.
+    - Tags are the ``name/cluster_id`` text.
+    """
 
     connected = Attribute("bool: a session is up, and the locks taken on it are held")
-    on_notify = Attribute("called with the payload (a tag) of every NOTIFY on our channel")
+    on_notify = Attribute("called with the payload (a tag) of every notification to the cluster")
 
     def connect(timeout):
-        """Deferred[None]: open a new session (LISTEN included); fails if not up within ``timeout``."""
+        """Deferred[None]: open a new session (notifications included); fails if not up within ``timeout``."""
 
     def reset():
         """Drop the session at once; the server frees every lock it held."""
 
     def heartbeat():
-        """Deferred[None]: a round trip on the session."""
+        """Deferred[None]: note on the database that this node is alive now (a round trip)."""
 
     def try_lock(tag):
-        """Deferred[bool]: take ``tag``'s lock if free (``tag`` is the ``name/cluster_id`` text)."""
+        """Deferred[bool]: take ``tag``'s lock if free."""
 
     def unlock(tag):
         """Deferred[None]."""
 
     def survey(tags):
-        """Deferred[Survey] for the given tag texts."""
+        """Deferred[Survey] for the given tags."""
 
     def own(tag):
         """Deferred[None]: note this node as the owner since now; a request of ours is done."""
 
     def disown(tag):
-        """Deferred[None]: this node no longer owns ``tag``."""
+        """Deferred[None]: this node no longer owns ``tag`` (if it was noted as the owner)."""
 
     def request(tag, valid_for):
-        """Deferred[None]: ask the owner to hand ``tag`` to this node; valid ``valid_for`` seconds."""
+        """Deferred[None]: ask the owner to hand ``tag`` to this node; valid ``valid_for`` seconds;
+        wakes the other nodes."""
 
     def owners(tags):
-        """Deferred[dict[str, Owner]] for shtag_list."""
+        """Deferred[dict[str, Owner]] for shtag_list: the lock holder and since when it is noted."""
 
     def notify(tag):
         """Deferred[None]: wake the other nodes (``tag`` was released)."""
@@ -196,7 +227,7 @@ class PostgresLocks:
         return self._connection
 
     def heartbeat(self) -> Deferred:
-        return self._session().runQuery("SELECT 1")
+        return self._session().runOperation(_BEAT, (self.node_id,))
 
     @inlineCallbacks
     def try_lock(self, tag: str) -> Deferred:
@@ -214,12 +245,14 @@ class PostgresLocks:
     def survey(self, tags: list[str]) -> Deferred:
         session = self._session()
         owners = yield session.runQuery(_OWNERS, (tags,))
+        noted = yield session.runQuery(_SINCE)
+        ages = yield session.runQuery(_AGES)
         wanted = yield session.runQuery(_WANTED)
-        live = yield session.runQuery(_LIVE, (APPLICATION_PREFIX + "%",))
         return Survey(
             owners=dict(owners),
-            wanted={tag: node for tag, node in wanted},
-            live_nodes=int(live[0][0]),
+            noted={tag: node for tag, node, _ in noted},
+            ages={node: float(age) for node, age in ages},
+            wanted=dict(wanted),
         )
 
     def own(self, tag: str) -> Deferred:
@@ -271,4 +304,5 @@ class PostgresLocks:
 def _create_table(cursor: Any) -> Deferred:
     d = cursor.execute(_SCHEMA_LOCK)
     d.addCallback(lambda _: cursor.execute(SHTAGS_TABLE))
+    d.addCallback(lambda _: cursor.execute(NODES_TABLE))
     return d

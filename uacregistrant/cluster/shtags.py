@@ -1,23 +1,34 @@
 """Sharing tags: which node registers the records of a tag.
 
-A tag is active on the node whose cluster session holds the tag's PostgreSQL
-advisory lock.  Every ``takeover_s / 3`` seconds the manager proves its
-session alive (or gives every tag up locally at once, before the server can
-hand the locks to another node), hands over tags another node asked for,
-and tries the free tags it may take.  Taking a tag resumes its records from
-the runtime state the previous owner shared (same Call-ID, higher CSeq);
-giving one up gracefully writes that state first, then unlocks.
+A tag is active on the node whose cluster session holds the tag's database
+lock.  Every ``takeover_s / 3`` seconds the manager writes its heartbeat, hands
+over tags another node asked for, and tries the free tags it may take.
+Taking a tag resumes its records from the runtime state the previous owner
+shared (same Call-ID, higher CSeq); giving one up gracefully writes that state
+first, then unlocks.
+
+Fail static: a node that loses its session keeps the tags it held ("static")
+and goes on registering their records (they are in memory) until it is back,
+or until it has been away longer than ``static_limit_s``.  Back, it locks its
+static tags again, or steps down from those another node took meanwhile.
+
+Who may take a free tag: if the tag's noted owner is another node, only once
+that node's heartbeat is ``takeover_s`` old (dead, or cut off from the
+database) and this node has itself been connected for ``grace_s`` (after a
+database outage every heartbeat is old: the owners get that long to come back
+first).
 
 Fair shares: a node that already holds ``ceil(tags / live nodes)`` tags does
 not take more, and gives up the extra ones when more nodes come up, so that
-the tags spread over the nodes.  Live nodes are the cluster sessions in
-``pg_stat_activity`` (no heartbeat table to keep).  A tag left free for a
-whole ``takeover_s`` is taken whatever the share, so none stays orphaned.
+the tags spread over the nodes.  Live nodes are those with a fresh heartbeat.
+A tag left free for a whole ``takeover_s`` is taken whatever the share, so
+none stays orphaned.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import math
 from typing import Callable
 
@@ -32,7 +43,7 @@ from ..registrant.machine import Registrant
 from ..registrant.persist import resume, snapshot
 from ..registrant.states import State
 from ..store.interface import IRegistrantStore, RuntimeState
-from .locks import ILockBackend, Owner, PostgresLocks
+from .locks import ILockBackend, Owner, PostgresLocks, Survey
 
 log = Logger()
 
@@ -63,6 +74,14 @@ class UnknownTag(KeyError):
     """No loaded record has this sharing tag."""
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """How this node holds a tag: through its database lock, or static (database away)."""
+
+    static: bool
+    since: float
+
+
 class ShtagManager:
     def __init__(
         self,
@@ -73,6 +92,7 @@ class ShtagManager:
         clock: IReactorTime,
         takeover_s: float,
         *,
+        static_limit_s: float = 600.0,
         flush_runtime: Callable[[], Deferred] = lambda: succeed(None),
     ) -> None:
         self.backend = backend
@@ -82,18 +102,24 @@ class ShtagManager:
         self.clock = clock
         self.takeover_s = takeover_s
         self.period = takeover_s / 3
+        # A reconnecting owner needs a tick to notice and one to connect; a third is margin.
+        self.grace_s = takeover_s
+        self.static_limit_s = static_limit_s
         # Writes what the runtime writer still holds for a tag being handed over.
         self.flush_runtime = flush_runtime
         self.held: set[str] = set()
+        self._since: dict[str, float] = {}
         # Tags taken because an operator asked for them here: never given up for fairness.
         self.pinned: set[str] = set()
+        # When the session was lost (None while connected): the held tags are static.
+        self.away_since: float | None = None
+        self._connected_at = 0.0
         self._free_since: dict[str, float] = {}
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self._busy = False
         self._again = False
         self._stopping = False
-        self._connect_failures = 0
         engine.scheduler.active = self.active
         backend.on_notify = lambda tag: self.poke()
 
@@ -108,13 +134,18 @@ class ShtagManager:
             service.store,
             service.reactor,
             config.shtag_takeover_s,
+            static_limit_s=config.shtag_static_limit_s,
             flush_runtime=service.runtime.flush,
         )
+        registry = service.metrics.registry
+        Gauge("uac_registrant_shtags_held", "sharing tags active on this node", registry=registry).set_function(
+            lambda: len(manager.held)
+        )
         Gauge(
-            "uac_registrant_shtags_held",
-            "sharing tags active on this node",
-            registry=service.metrics.registry,
-        ).set_function(lambda: len(manager.held))
+            "uac_registrant_cluster_database_away_seconds",
+            "seconds since this node lost its cluster session (0 while connected)",
+            registry=registry,
+        ).set_function(manager.away_for)
         return manager
 
     # -- what the scheduler asks ---------------------------------------------
@@ -131,6 +162,17 @@ class ShtagManager:
             if tag is not None:
                 groups.setdefault(tag, []).append(registrant)
         return groups
+
+    def away_for(self) -> float:
+        return 0.0 if self.away_since is None else self.clock.seconds() - self.away_since
+
+    def hold(self, tag: str) -> Hold | None:
+        if tag not in self.held:
+            return None
+        since = self._since.get(tag, 0.0)
+        if self.away_since is None:
+            return Hold(False, since)
+        return Hold(True, max(since, self.away_since))
 
     # -- life cycle ----------------------------------------------------------
 
@@ -181,21 +223,36 @@ class ShtagManager:
     def _look(self) -> Deferred:
         groups = self.tags()
         self._quiet_standby(groups)
-        if not (yield self._session_alive()):
+        if not self.backend.connected:
+            if self.held:
+                self._go_static("cluster session lost")
+            yield self._reconnect(groups)
             return
-        survey = yield self.backend.survey(sorted(groups))
-        for tag in sorted(self.held):
-            wanted_by = survey.wanted.get(tag)
-            if wanted_by is not None and wanted_by != self.node_id:
-                yield self._hand_over(tag, groups.get(tag, []), f"node {wanted_by} asked for it")
-        share = math.ceil(len(groups) / max(1, survey.live_nodes))
-        yield self._give_up_extra(groups, share)
+        try:
+            yield self._beat()
+        except Exception as e:
+            self._go_static(f"cluster session failed: {e}")
+            return
+        try:
+            survey = yield self.backend.survey(sorted(groups))
+        except Exception as e:
+            self._go_static(f"cluster session failed: {e}")
+            return
         now = self.clock.seconds()
+        for tag in sorted(self.held):
+            holder = survey.owners.get(tag)
+            wanted_by = survey.wanted.get(tag)
+            if holder is not None and holder != self.node_id:
+                self._step_down(tag, groups.get(tag, []), f"node {holder} holds it")
+            elif wanted_by is not None and wanted_by != self.node_id:
+                yield self._hand_over(tag, groups.get(tag, []), f"node {wanted_by} asked for it")
+        live = {node for node, age in survey.ages.items() if age < self.takeover_s} | {self.node_id}
+        share = math.ceil(len(groups) / len(live))
+        yield self._give_up_extra(groups, share)
         for tag in sorted(groups):
             if tag in self.held or self._stopping:
                 continue
-            owner = survey.owners.get(tag)
-            if owner is not None:
+            if survey.owners.get(tag) is not None or self._owner_may_return(tag, survey, now):
                 self._free_since.pop(tag, None)
                 continue
             free_since = self._free_since.setdefault(tag, now)
@@ -208,6 +265,19 @@ class ShtagManager:
             if (yield self.backend.try_lock(tag)):
                 yield self._take(tag, groups[tag], pinned=wanted_by == self.node_id)
 
+    def _beat(self) -> Deferred:
+        # Bounded: a hung session is found out within the period, before others see us dead.
+        return self.backend.heartbeat().addTimeout(self.period * 0.8, self.clock)
+
+    def _owner_may_return(self, tag: str, survey: Survey, now: float) -> bool:
+        """The free tag's noted owner is another node that may still come back for it."""
+        owner = survey.noted.get(tag)
+        if owner is None or owner == self.node_id:
+            return False
+        age = survey.ages.get(owner)
+        alive = age is not None and age < self.takeover_s
+        return alive or now - self._connected_at < self.grace_s
+
     def _quiet_standby(self, groups: dict[str, list[Registrant]]) -> None:
         # Records of tags held elsewhere (or resumed at load) show and do nothing.
         for tag, registrants in groups.items():
@@ -216,32 +286,73 @@ class ShtagManager:
                     if registrant.state is not State.NOT_REGISTERED_STATE or registrant.bound:
                         registrant.passivate()
 
+    # -- fail static -----------------------------------------------------------
+
+    def _go_static(self, why: str) -> None:
+        """The session is gone: keep the held tags running on what is in memory."""
+        self.backend.reset()
+        if self.away_since is not None:
+            return
+        self.away_since = self.clock.seconds()
+        log.warn(
+            "database away ({why}); fail-static mode: {count} sharing tags stay active here",
+            why=why,
+            count=len(self.held),
+        )
+
     @inlineCallbacks
-    def _session_alive(self) -> Deferred:
-        backend = self.backend
-        if backend.connected:
-            try:
-                yield backend.heartbeat().addTimeout(self.period * 0.8, self.clock)
-                return True
-            except Exception as e:
-                self._lose_all(f"cluster session failed: {e}")
-                backend.reset()
-                return False
-        if self.held:
-            self._lose_all("cluster session lost")
+    def _reconnect(self, groups: dict[str, list[Registrant]]) -> Deferred:
+        if self.held and self.static_limit_s and self.away_for() >= self.static_limit_s:
+            self._lose_all(f"away from the database for more than {self.static_limit_s:g} s")
         try:
-            yield backend.connect(self.takeover_s)
+            yield self.backend.connect(self.takeover_s)
+            self._connected_at = self.clock.seconds()
+            yield self._beat()
+            survey = yield self.backend.survey(sorted(self.held))
         except Exception as e:
-            self._connect_failures += 1
-            if self._connect_failures == 1:
-                log.error("cannot open the cluster session ({why}); holding no sharing tag", why=str(e))
-            return False
-        if self._connect_failures:
-            log.info("cluster session open again")
-        self._connect_failures = 0
-        # Take nothing in this round: the nodes whose sessions stayed up go first,
+            self._go_static(f"cannot open the cluster session: {e}")
+            return
+        kept = 0
+        for tag in sorted(self.held):
+            holder = survey.owners.get(tag)
+            noted = survey.noted.get(tag)
+            taken_by = holder if holder not in (None, self.node_id) else noted
+            if taken_by not in (None, self.node_id):
+                self._step_down(tag, groups.get(tag, []), f"node {taken_by} took it meanwhile")
+                continue
+            try:
+                locked = yield self.backend.try_lock(tag)
+                if locked and noted is None:
+                    yield self.backend.own(tag)
+            except Exception as e:
+                self._go_static(f"cluster session failed: {e}")
+                return
+            if not locked:
+                self._step_down(tag, groups.get(tag, []), "another node holds it")
+                continue
+            self._since[tag] = self.clock.seconds()
+            kept += 1
+        if self.away_since is not None:
+            log.info(
+                "database back after {away:.1f} s; leaving fail-static mode with {kept} sharing tags",
+                away=self.away_for(),
+                kept=kept,
+            )
+            self.away_since = None
+        # What the runtime writer kept while the database was away goes now.
+        self.flush_runtime().addErrback(lambda _: None)
+        # Take nothing new in this round: the nodes whose sessions stayed up go first,
         # so a tag does not bounce back to the node with the flaky connection.
-        return False
+
+    def _step_down(self, tag: str, registrants: list[Registrant], why: str) -> None:
+        """Another node has the tag: stop here at once; no unREGISTER, no state written
+        (the other node goes on with the same dialog)."""
+        self.held.discard(tag)
+        self.pinned.discard(tag)
+        self._since.pop(tag, None)
+        for registrant in registrants:
+            registrant.passivate()
+        log.warn("sharing tag {tag} stepped down from ({why})", tag=tag, why=why)
 
     # -- taking and giving up -------------------------------------------------
 
@@ -274,6 +385,7 @@ class ShtagManager:
             select=lambda registrant: registrant.config.key in keys,
         )
         self.held.add(tag)
+        self._since[tag] = now
         if pinned:
             self.pinned.add(tag)
         log.info("sharing tag {tag} active on node {node}: {count} records, {resumed} bindings resumed",
@@ -287,6 +399,7 @@ class ShtagManager:
         """Stop the tag's records, write their final state, then unlock."""
         self.held.discard(tag)
         self.pinned.discard(tag)
+        self._since.pop(tag, None)
         now = self.clock.seconds()
         # Taken before passivating (which forgets the binding); the runtime
         # writer ignores records of tags not held, so nothing overwrites these.
@@ -319,10 +432,9 @@ class ShtagManager:
     def _unlock(self, tag: str) -> Deferred:
         try:
             yield self.backend.unlock(tag)
-        except Exception:
+        except Exception as e:
             # Closing the session frees the lock on the server for sure.
-            self._lose_all("cannot unlock " + tag)
-            self.backend.reset()
+            self._go_static(f"cannot unlock {tag}: {e}")
 
     @inlineCallbacks
     def _give_up_extra(self, groups: dict[str, list[Registrant]], share: int) -> Deferred:
@@ -332,16 +444,10 @@ class ShtagManager:
             yield self._hand_over(tag, groups.get(tag, []), f"fair share is {share}")
 
     def _lose_all(self, why: str) -> None:
-        """Stop every tagged record now; the server will give the locks to others."""
-        if not self.held:
-            return
-        lost, self.held = self.held, set()
-        self.pinned.clear()
+        """Stop every tagged record now."""
         groups = self.tags()
-        for tag in sorted(lost):
-            for registrant in groups.get(tag, []):
-                registrant.passivate()
-            log.warn("sharing tag {tag} given up ({why})", tag=tag, why=why)
+        for tag in sorted(self.held):
+            self._step_down(tag, groups.get(tag, []), why)
 
     # -- MI ------------------------------------------------------------------
 
@@ -360,7 +466,7 @@ class ShtagManager:
 
     @inlineCallbacks
     def listing(self) -> Deferred:
-        """[(tag, owner, active here)] for shtag_list; local knowledge if the database is away."""
+        """[(tag, owner, how held here)] for shtag_list; local knowledge if the database is away."""
         tags = sorted(self.tags())
         owners: dict[str, Owner] = {}
         if self.backend.connected:
@@ -371,8 +477,8 @@ class ShtagManager:
         rows = []
         for tag in tags:
             owner = owners.get(tag)
-            if owner is None and tag in self.held:
+            hold = self.hold(tag)
+            if owner is None and hold is not None:
                 owner = Owner(self.node_id, None)
-            rows.append((tag, owner or Owner(None, None), tag in self.held))
+            rows.append((tag, owner or Owner(None, None), hold))
         return rows
-

@@ -25,15 +25,18 @@ class ClusterCommands:
     def shtag_list(self, params: dict[str, object]) -> Deferred:
         rows = yield self.manager.listing()
         tags = []
-        for tag, owner, active_here in rows:
+        for tag, owner, hold in rows:
             name, cluster_id = split_tag(tag)
             tags.append(
                 {
                     "tag": name,
                     "cluster_id": cluster_id,
                     "owner": owner.node_id,
-                    "since": None if owner.since is None else time.ctime(owner.since),
-                    "active_here": active_here,
+                    "since": _when(owner.since),
+                    "active_here": hold is not None,
+                    # "database": through its lock; "static": kept while the database is away.
+                    "held": None if hold is None else ("static" if hold.static else "database"),
+                    "held_since": None if hold is None else _when(hold.since),
                 }
             )
         return {"Tags": tags}
@@ -48,3 +51,7 @@ class ClusterCommands:
         except Exception as e:
             raise server_error(f"cannot ask for the sharing tag: {e}") from None
         return "OK"
+
+
+def _when(seconds: float | None) -> str | None:
+    return None if seconds is None else time.ctime(seconds)
