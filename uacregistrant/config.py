@@ -23,6 +23,7 @@ from twisted.python import usage
 
 from uacregistrant import __version__
 from uacregistrant.transport.listen import parse_socket
+from uacregistrant.transport.tls import load_ca_bundle
 
 
 class ConfigError(Exception):
@@ -419,6 +420,11 @@ def _check_tls(config: Config) -> None:
         path = getattr(config, name)
         if path is not None and not os.path.isfile(path):
             raise ConfigError(name, f"{path!r} is not a readable file")
+    if config.tls_ca_file is not None:
+        try:
+            load_ca_bundle(config.tls_ca_file)
+        except ValueError as e:
+            raise ConfigError("tls_ca_file", str(e)) from None
     if config.tls_key_file is not None and config.tls_cert_file is None:
         raise ConfigError("tls_key_file", "a private key needs tls_cert_file")
 

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from prometheus_client import Gauge
 
-from .cluster.shtags import ShtagManager
+from .cluster.shtags import ShtagManager, tag_of
 from .config import Config, parse_db_url
 from .mi.cluster_commands import ClusterCommands
 from .mi.commands import RegistrantCommands
@@ -140,6 +140,10 @@ class RegistrantService(MultiService):
         self.cluster: ShtagManager | None = None
         if config.enable_clustering:
             self.cluster = ShtagManager.for_service(self)
+        else:
+            # As OpenSIPS: a record with a sharing tag is loaded and listed, and
+            # registered only by a node where clustering makes the tag active.
+            self.engine.scheduler.active = lambda registrant: tag_of(registrant) is None
         self._socket_names: tuple[str, ...] = ()
 
     # -- embedding ---------------------------------------------------------------
@@ -175,7 +179,7 @@ class RegistrantService(MultiService):
             self.cluster.start()
 
     def _start_mi(self) -> None:
-        commands = RegistrantCommands(self.engine, self.store, self.validate)
+        commands = RegistrantCommands(self.engine, self.store, self.validate, self.metrics.row_skipped)
         table = commands.table()
         if self.cluster is not None:
             ClusterCommands(self.cluster).add_to(table)
@@ -231,7 +235,12 @@ class RegistrantService(MultiService):
             log.warn("skipped row {id}: {reason}", id=row_id, reason=reason)
             self.metrics.row_skipped()
         self.engine.apply(result.records)
-        resumed = resume(self.engine, saved, self.reactor.seconds())
+        select = lambda registrant: True  # noqa: E731
+        if self.cluster is None:
+            self._warn_tagged()
+            # A tagged record is never registered without clustering: nothing to resume.
+            select = self.engine.scheduler.active
+        resumed = resume(self.engine, saved, self.reactor.seconds(), select)
         self.engine.start()
         self.table_loaded.set(1)
         log.info(
@@ -241,6 +250,15 @@ class RegistrantService(MultiService):
             resumed=resumed,
         )
         return None
+
+    def _warn_tagged(self) -> None:
+        tagged = sum(1 for registrant in self.engine if tag_of(registrant) is not None)
+        if tagged:
+            log.warn(
+                "{count} records have a cluster_shtag while enable_clustering is off:"
+                " they are loaded and never registered",
+                count=tagged,
+            )
 
     def _fatal(self, why: str) -> None:
         log.critical("{why}", why=why)

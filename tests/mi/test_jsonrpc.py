@@ -234,7 +234,7 @@ async def test_bad_params(server, method, params, data):
     assert server.calls == [(method, "error")]
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"not json", b'{"jsonrpc": "2.0", "method": }', b"\xff\xfe"])
+@pytest.mark.parametrize("body", [b" ", b"{", b"not json", b'{"jsonrpc": "2.0", "method": }', b"\xff\xfe"])
 @pytest_twisted.ensureDeferred
 async def test_parse_error(server, body):
     response, content = await post(server.url, body)
@@ -243,6 +243,30 @@ async def test_parse_error(server, body):
     assert error_of(reply)[:2] == (PARSE_ERROR, "Parse error")
     assert reply["id"] is None
     assert server.calls == [("<invalid>", "error")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_body_is_an_http_400_as_in_mi_http(server):
+    """Matched: OpenSIPS modules/mi_http/mi_http.c, ``mi_json_answer_to_connection``:
+    ``if (upload_data_size == 0) { LM_ERR("empty request\\n"); ...
+    return MI_HTTP_BAD_REQUEST_CODE; }`` with ``#define MI_HTTP_BAD_REQUEST_CODE 400``
+    and no page (``page->len = 0``)."""
+    response, content = await post(server.url, b"")
+    assert (response.code, content) == (400, b"")
+    assert server.calls == [("<invalid>", "error")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_non_ascii_text_goes_out_as_utf_8(server):
+    """Matched: OpenSIPS prints MI replies with cJSON (mi/mi.c, ``print_mi_response``:
+    ``cJSON_PrintPreallocated(resp, buf->s, buf->len, pretty)``), which copies
+    UTF-8 text as is; only control characters, quote and backslash are escaped."""
+    response, content = await post(server.url, {"jsonrpc": "2.0", "id": "1", "method": "two_sets",
+                                                "params": ["sip:jürgen@example.test"]})
+    assert response.code == 200
+    assert "sip:jürgen@example.test".encode("utf-8") in content
+    assert b"\\u" not in content
+    assert json.loads(content)["result"] == {"params": {"x": "sip:jürgen@example.test"}}
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ def record_view(registrant: Registrant) -> dict[str, object]:
     }
     if config.binding_params:
         view["binding_params"] = config.binding_params
-    if config.third_party_registrant and config.third_party_registrant != config.aor:
+    if config.third_party_registrant:
         view["third_party_registrant"] = config.third_party_registrant
     if config.forced_socket:
         view["socket"] = config.forced_socket
@@ -96,10 +96,12 @@ class RegistrantCommands:
         engine: Engine,
         store: IRegistrantStore,
         validate: Callable[[dict[str, object]], RecordConfig],
+        on_row_skipped: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.validate = validate
+        self.on_row_skipped = on_row_skipped
 
     def table(self) -> CommandTable:
         table = CommandTable()
@@ -144,6 +146,7 @@ class RegistrantCommands:
             try:
                 config = self.validate(row)
             except RowError as e:
+                self.on_row_skipped()
                 raise MIError(400, "Bad registrant row", e.reason)
             self.engine.upsert(config)
             return "OK"
@@ -153,19 +156,22 @@ class RegistrantCommands:
             raise server_error(f"database error: {e}")
         for row_id, reason in result.skipped:
             log.warn("skipped row {id}: {reason}", id=row_id, reason=reason)
+            self.on_row_skipped()
         self.engine.apply(result.records)
         return "OK"
 
     @inlineCallbacks
     def _set_enabled(self, params: dict[str, object], enabled: bool) -> Deferred:
         registrant = self._find(params)
-        if registrant.enabled != enabled:
-            try:
-                yield self.store.set_state(registrant.config.key, enabled)
-            except NoSuchRow:
-                raise _no_such_registrant("No such registrant in database")
-            except StoreError as e:
-                raise server_error(f"database error: {e}")
+        if registrant.enabled == enabled:
+            # As OpenSIPS: nothing to change, nothing sent; reg_force_register forces.
+            return "OK"
+        try:
+            yield self.store.set_state(registrant.config.key, enabled)
+        except NoSuchRow:
+            raise _no_such_registrant("No such registrant in database")
+        except StoreError as e:
+            raise server_error(f"database error: {e}")
         # Looked up again: a reload may have replaced the record meanwhile.
         key = registrant.config.key
         if self.engine.get(key) is None:

@@ -190,7 +190,11 @@ def bind_params(command: Command, params: object) -> Params:
 
 
 def _dumps(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    # UTF-8 as OpenSIPS writes it, not \u escapes.  A lone surrogate (text that
+    # was not UTF-8 to begin with) stays a \u escape, still valid JSON.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "backslashreplace"
+    )
 
 
 def _envelope(body: dict[str, object], request_id: object) -> bytes:
@@ -307,6 +311,12 @@ class MIResource(Resource):
             self._count(INVALID_CALL, "error")
             return _error_body(MIError(401, "Unauthorized"))
         body = self._read_body(request)
+        if body == b"":
+            # As mi_http: an empty request is an HTTP error, not a JSON-RPC one.
+            request.setResponseCode(400)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            self._count(INVALID_CALL, "error")
+            return b""
         if body is None:
             request.setResponseCode(413)
             self._count(INVALID_CALL, "error")

@@ -91,7 +91,7 @@ class Metrics:
             "uac_registrant_auth_failures", "Registrations ended in WRONG_CREDENTIALS"
         )
         self._rows_skipped = counter(
-            "uac_registrant_rows_skipped", "Table rows skipped at load as invalid"
+            "uac_registrant_rows_skipped", "Table rows skipped as invalid, at start-up and by reg_reload"
         )
         self._rate_limited = counter(
             "uac_registrant_rate_limited", "REGISTERs delayed by the global rate limit"

@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def load_ca_bundle(path: str) -> list[ssl.Certificate]:
+    """Every certificate of a PEM file, in file order.
+
+    A CA file is usually a bundle (the intermediate and root of each trusted
+    chain, or a distribution's whole store); all of it is trusted.  A file
+    with no certificate, or a block that does not parse, is a ``ValueError``.
+    """
+    try:
+        text = Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    blocks = _PEM_CERTIFICATE.findall(text)
+    if not blocks:
+        raise ValueError(f"{path} holds no PEM certificate")
+    certificates = []
+    for number, block in enumerate(blocks, 1):
+        try:
+            certificates.append(ssl.Certificate.loadPEM(block))
+        except crypto.Error:
+            raise ValueError(f"certificate {number} of {path} does not parse") from None
+    return certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +67,7 @@ class TLSSettings:
         if not self.verify:
             return _UnverifiedClientOptions(server_name, own)
         trust = (
-            ssl.Certificate.loadPEM(Path(self.ca_file).read_bytes())
+            ssl.trustRootFromCertificates(load_ca_bundle(self.ca_file))
             if self.ca_file
             else ssl.platformTrust()
         )
