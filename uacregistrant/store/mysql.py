@@ -27,8 +27,9 @@ from uacregistrant.store.rows import Columns
 
 # Client-side errors (2000-2999: cannot connect, server gone away, lost
 # connection) and the server's own "shutting down", "connection killed",
-# "too many connections": the database is away, not our SQL wrong.
-_AWAY_CODES = frozenset({1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161, 1927, 4031})
+# "too many connections", and a login the server refuses: the database
+# cannot be used now, as opposed to our SQL being wrong.
+_AWAY_CODES = frozenset({1040, 1044, 1045, 1049, 1053, 1077, 1152, 1158, 1159, 1160, 1161, 1927, 4031})
 
 
 class MySQLDialect(Dialect):
