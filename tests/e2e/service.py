@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tests.store.conftest import PostgresBackend, SQLiteBackend
+from tests.store.conftest import MySQLBackend, PostgresBackend, SQLiteBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +53,31 @@ def make_pg_table(dsn: str, rows: Sequence[dict]) -> None:
                 f"INSERT INTO registrant ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
                 values,
             )
+
+
+def make_mysql_table(url: str, rows: Sequence[dict]) -> None:
+    """OpenSIPS's MySQL scripts, then ``rows``, in the database of a ``mysql://`` URL."""
+    import pymysql
+
+    from uacregistrant.store.mysql import mysql_params
+
+    p = mysql_params(url)
+    db = pymysql.connect(host=p.host, port=p.port, user=p.user, password=p.password,
+                         database=p.database, autocommit=True)
+    try:
+        with db.cursor() as cursor:
+            cursor.execute(MySQLBackend.OPENSIPS_VERSION_TABLE)
+            cursor.execute(_VERSION_ROW)
+            cursor.execute(MySQLBackend.OPENSIPS_REGISTRANT_V3)
+            for row in rows:
+                values = [row.get(c, 0 if c == "state" else None) for c in COLUMNS]
+                cursor.execute(
+                    f"INSERT INTO registrant ({', '.join(COLUMNS)})"
+                    f" VALUES ({', '.join(['%s'] * len(COLUMNS))})",
+                    values,
+                )
+    finally:
+        db.close()
 
 
 def wait_until(check: Callable[[], object], timeout: float, what: str, step: float = 0.2) -> object:

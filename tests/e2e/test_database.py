@@ -1,4 +1,4 @@
-"""Restarts and database outages against a real Kamailio, on SQLite and on PostgreSQL."""
+"""Restarts and database outages against a real Kamailio, on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ def registrar(kamailio):
     return kamailio(users={"alice": "alice-pw"}, min_expires=10)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registrant.sqlite'}"
+    if request.param == "mysql":
+        return request.getfixturevalue("mysql_url")
     return request.getfixturevalue("pg_dsn")
 
 
@@ -110,14 +112,46 @@ def test_a_restart_refreshes_the_same_binding(registrar, node_factory, db_url):
     assert bindings[0].call_id == before.call_id
 
 
-def test_a_database_outage_loses_nothing(registrar, node_factory, postgres, pg_dsn):
-    node = node_factory(pg_dsn)
+class Server:
+    """The database server a test takes away: its URL, stop/start, and the row's state."""
+
+    def __init__(self, peer, url, state_of):
+        self.peer = peer
+        self.url = url
+        self.state_of = state_of
+
+    def stop(self):
+        self.peer.stop()
+
+    def start(self):
+        self.peer.start()
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def server(request):
+    if request.param == "mysql":
+        mariadb, url = request.getfixturevalue("mariadb"), request.getfixturevalue("mysql_url")
+        dbname = url.rsplit("/", 1)[1]
+        return Server(mariadb, url, lambda aor: mariadb.execute(
+            "SELECT state FROM registrant WHERE aor = %s", (aor,), dbname))
+    postgres, dsn = request.getfixturevalue("postgres"), request.getfixturevalue("pg_dsn")
+
+    def state_of(aor):
+        with psycopg2.connect(dsn) as db, db.cursor() as cursor:
+            cursor.execute("SELECT state FROM registrant WHERE aor = %s", (aor,))
+            return cursor.fetchall()
+
+    return Server(postgres, dsn, state_of)
+
+
+def test_a_database_outage_loses_nothing(registrar, node_factory, server):
+    node = node_factory(server.url)
     svc = node.start()
     upsert_alice(svc, registrar, node)
     wait_until(lambda: state(svc) == "REGISTERED_STATE", 15, "alice registered")
     triple = {"aor": AOR, "contact": node.binding, "registrar": registrar.uri}
 
-    postgres.stop()
+    server.stop()
     try:
         # Registrations go on from memory across refreshes.
         cseq = registrar.bindings(AOR)[0].cseq
@@ -131,13 +165,11 @@ def test_a_database_outage_loses_nothing(registrar, node_factory, postgres, pg_d
         assert "error" in svc.mi("reg_reload")
         assert state(svc) == "REGISTERED_STATE"
     finally:
-        postgres.start()
+        server.start()
 
     # Back without a restart: the same commands work again.
     wait_until(lambda: svc.mi("reg_disable", triple).get("result") == "OK", 30, "reg_disable after the outage")
     wait_until(lambda: registrar.bindings(AOR) == [], 10, "the binding removed")
-    with psycopg2.connect(pg_dsn) as db, db.cursor() as cursor:
-        cursor.execute("SELECT state FROM registrant WHERE aor = %s", (AOR,))
-        assert cursor.fetchone() == (1,)
+    assert [tuple(row) for row in server.state_of(AOR)] == [(1,)]
     assert svc.mi("reg_reload").get("result") == "OK"
     assert "alice-pw" not in svc.log_text()

@@ -8,7 +8,7 @@ import pytest
 
 from tests.peers import free_port
 
-from .service import ServiceProcess, make_pg_table, make_table, wait_until
+from .service import ServiceProcess, make_mysql_table, make_pg_table, make_table, wait_until
 
 TI = 2  # timer_interval: with 2 buckets, one visit a second
 
@@ -23,9 +23,10 @@ def registrar(kamailio):
 
 
 class Runner:
-    def __init__(self, workdir, pg_dsn=None):
+    def __init__(self, workdir, pg_dsn=None, mysql_url=None):
         self.workdir = workdir
         self.pg_dsn = pg_dsn
+        self.mysql_url = mysql_url
         self.sip_port = free_port("udp")
         self.proc: ServiceProcess | None = None
 
@@ -36,6 +37,9 @@ class Runner:
         if self.pg_dsn is not None:
             make_pg_table(self.pg_dsn, rows)
             db_url = self.pg_dsn
+        elif self.mysql_url is not None:
+            make_mysql_table(self.mysql_url, rows)
+            db_url = self.mysql_url
         else:
             make_table(self.workdir / "registrant.sqlite", rows)
             db_url = f"sqlite:///{self.workdir / 'registrant.sqlite'}"
@@ -53,11 +57,12 @@ class Runner:
         return self.proc.start()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def runner(request, tmp_path):
-    """The same end-to-end run on an OpenSIPS table in SQLite and in PostgreSQL."""
+    """The same end-to-end run on an OpenSIPS table in SQLite, PostgreSQL and MariaDB."""
     pg_dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else None
-    runner = Runner(tmp_path, pg_dsn)
+    mysql_url = request.getfixturevalue("mysql_url") if request.param == "mysql" else None
+    runner = Runner(tmp_path, pg_dsn, mysql_url)
     yield runner
     if runner.proc is not None:
         runner.proc.stop()
