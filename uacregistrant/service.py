@@ -113,7 +113,11 @@ class RegistrantService(MultiService):
             rng=rng,
             keepalive_interval=config.keepalive_interval,
         )
-        self.metrics = Metrics(state_counts=self.engine.state_counts, transport_stats=self._transport_stats)
+        self.metrics = Metrics(
+            state_counts=self.engine.state_counts,
+            transport_stats=self._transport_stats,
+            slots_reclaimed=lambda: self.engine.scheduler.reclaimed,
+        )
         self.engine.sent_observers.append(self._count_sent)
         self.engine.reply_observers.append(lambda registrant, code: self.metrics.reply(code))
         self.engine.destination_observers.append(self.metrics.destination)

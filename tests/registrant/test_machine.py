@@ -170,7 +170,7 @@ def test_granted_expires_falls_back_to_the_expires_header_then_the_previous_valu
     assert registrant.expires == 240
     registrant.force()
     engine.scheduler.visit_now(registrant)
-    reply(sender.pop(), 200, "OK")
+    reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>")
     assert registrant.expires == 240 and registrant.state is State.REGISTERED_STATE
 
 

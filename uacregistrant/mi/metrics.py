@@ -41,9 +41,15 @@ TransportStats = Callable[[], Mapping[str, int]]
 
 
 class _ScrapeTimeCollector(Collector):
-    def __init__(self, state_counts: StateCounts | None, transport_stats: TransportStats | None):
+    def __init__(
+        self,
+        state_counts: StateCounts | None,
+        transport_stats: TransportStats | None,
+        slots_reclaimed: Callable[[], int] | None,
+    ):
         self._state_counts = state_counts
         self._transport_stats = transport_stats
+        self._slots_reclaimed = slots_reclaimed
 
     def collect(self) -> Iterator[Metric]:
         records = GaugeMetricFamily(
@@ -56,6 +62,11 @@ class _ScrapeTimeCollector(Collector):
         stats = self._transport_stats() if self._transport_stats is not None else {}
         for key, (name, documentation) in TRANSPORT_COUNTERS.items():
             yield CounterMetricFamily(name, documentation, value=stats.get(key, 0))
+        yield CounterMetricFamily(
+            "uac_registrant_slots_reclaimed",
+            "In-flight slots the watchdog took back from records with nothing in flight",
+            value=self._slots_reclaimed() if self._slots_reclaimed is not None else 0,
+        )
 
 
 class Metrics:
@@ -71,9 +82,10 @@ class Metrics:
         *,
         state_counts: StateCounts | None = None,
         transport_stats: TransportStats | None = None,
+        slots_reclaimed: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_ScrapeTimeCollector(state_counts, transport_stats))
+        self.registry.register(_ScrapeTimeCollector(state_counts, transport_stats, slots_reclaimed))
 
         def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, documentation, labels, registry=self.registry)

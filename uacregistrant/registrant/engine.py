@@ -97,6 +97,11 @@ class _Leaving:
 Observer = Callable[[Registrant, State, State], None]
 
 
+def _observer_failed(observer: object, registrant: Registrant) -> None:
+    # An observer's fault is its own: the record and the other observers go on.
+    log.failure("observer {observer!r} failed for {aor}", observer=observer, aor=registrant.config.aor)
+
+
 class Engine:
     def __init__(
         self,
@@ -320,15 +325,24 @@ class Engine:
         self._counts[new] += 1
         self.scheduler.note_transition(old, new)
         for observer in self.observers:
-            observer(registrant, old, new)
+            try:
+                observer(registrant, old, new)
+            except Exception:
+                _observer_failed(observer, registrant)
 
     def _on_sent(self, registrant: Registrant, kind: str) -> None:
         for observer in self.sent_observers:
-            observer(registrant, kind)
+            try:
+                observer(registrant, kind)
+            except Exception:
+                _observer_failed(observer, registrant)
 
     def _on_reply(self, registrant: Registrant, code: int) -> None:
         for observer in self.reply_observers:
-            observer(registrant, code)
+            try:
+                observer(registrant, code)
+            except Exception:
+                _observer_failed(observer, registrant)
 
     def _log_transition(self, registrant: Registrant, old: State, new: State) -> None:
         # One line when a record settles in another state; requests in flight

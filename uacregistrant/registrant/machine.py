@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from ..sip import digest
 from ..sip.errors import ParseError, SIPError
-from ..sip.message import Response
+from ..sip.message import Contact, Response
 from ..sip.randomness import BufferedRandom
 from ..sip.uri import parse_uri, uri_equal
 from ..transport.errors import TransactionTimeout
@@ -35,6 +35,21 @@ log = Logger()
 
 # Request kinds, for rebuilding the same request with credentials.
 REGISTER, UNREGISTER, REMOVE_ALL = "register", "unregister", "remove-all"
+
+# Requests a record may send in one registration cycle after the first one:
+# challenge answers (a stale nonce is answered once more), one retry after a
+# 423, the "Contact: *" clean-up of an RFC 5626 binding and its REGISTER.
+MAX_FOLLOW_UPS = 8
+# A 423 asking for more than a day is not a registrar we can work with.
+MAX_MIN_EXPIRES = 86400
+
+
+def _lenient(read: Callable[[], int | None]) -> int | None:
+    """An optional header value; a malformed one counts as absent."""
+    try:
+        return read()
+    except ParseError:
+        return None
 
 
 @dataclass
@@ -81,6 +96,8 @@ class Registrant:
         "_challenged",
         "_stale_answered",
         "_removed_all",
+        "_sends",
+        "_got_423",
         "_pending",
         "_new_dialog",
         "_waiters",
@@ -117,6 +134,8 @@ class Registrant:
         self._challenged = False
         self._stale_answered = False
         self._removed_all = False
+        self._sends = 0
+        self._got_423 = False
         self._pending: Deferred | None = None
         self._new_dialog = False
         self._waiters: list[Deferred] | None = None
@@ -143,7 +162,23 @@ class Registrant:
 
     def visit(self, now: float) -> None:
         """Send what is due now: REGISTER, refresh, retry or unREGISTER."""
+        try:
+            self._visit(now)
+        except Exception:
+            self._fault(Failure())
+
+    def leaked(self) -> bool:
+        """In a sending state with nothing in flight: a slot that would never be freed."""
+        return self.state in IN_FLIGHT and self._pending is None
+
+    def reclaim(self) -> None:
+        """Settle a leaked record (see ``leaked``) and free its slot."""
+        self._fault(Failure(RuntimeError("in a sending state with nothing in flight")))
+
+    def _visit(self, now: float) -> None:
         state = self.state
+        self._sends = 0
+        self._got_423 = False
         if state in IN_FLIGHT:
             return
         if not self.enabled:
@@ -217,7 +252,11 @@ class Registrant:
         self._waiters.append(done)
         if self.state not in (State.UNREGISTERING_STATE, State.AUTHENTICATING_UNREGISTER_STATE):
             self._cancel_pending()
-            self._start(UNREGISTER, State.UNREGISTERING_STATE)
+            self._sends = 0
+            try:
+                self._start(UNREGISTER, State.UNREGISTERING_STATE)
+            except Exception:
+                self._fault(Failure())
         return done
 
     def passivate(self) -> None:
@@ -247,6 +286,11 @@ class Registrant:
         self._send(None)
 
     def _send(self, authorization: tuple[str, str] | None) -> None:
+        self._sends += 1
+        if self._sends > 1 + MAX_FOLLOW_UPS:
+            self.last_reason = "too many follow-up requests in one registration"
+            self._fail(State.REGISTRAR_ERROR_STATE, None)
+            return
         self.cseq += 1
         expires = 0 if self._kind != REGISTER else self.wanted_expires
         request = register_request(
@@ -278,6 +322,13 @@ class Registrant:
         self._pending = None
         if failure.check(CancelledError):
             return None
+        try:
+            self._failed(failure)
+        except Exception:
+            self._fault(Failure())
+        return None
+
+    def _failed(self, failure: Failure) -> None:
         if failure.check(TransactionTimeout):
             self.last_code, self.last_reason = 408, "transaction timeout"
             self._fail(State.REGISTER_TIMEOUT_STATE, None)
@@ -288,19 +339,44 @@ class Registrant:
             if not failure.check(SIPError):
                 log.failure("unexpected failure sending for {aor}", failure, aor=self.config.aor)
             self._fail(State.INTERNAL_ERROR_STATE, None)
-        return None
 
     def _on_response(self, response: Response) -> None:
         self._pending = None
-        # Interned: thousands of records keep the same few reason phrases.
-        self.last_code, self.last_reason = response.status, sys.intern(response.reason)
-        if self.ctx.on_reply is not None:
-            self.ctx.on_reply(self, response.status)
         try:
+            # Interned: thousands of records keep the same few reason phrases.
+            self.last_code, self.last_reason = response.status, sys.intern(response.reason)
+            if self.ctx.on_reply is not None:
+                self.ctx.on_reply(self, response.status)
             self._handle(response)
         except ParseError as e:
+            self._cancel_pending()
             self.last_reason = f"malformed reply: {e}"
             self._fail(State.INTERNAL_ERROR_STATE, None)
+        except Exception:
+            self._fault(Failure())
+
+    def _fault(self, failure: Failure) -> None:
+        """The bulkhead: a fault while handling this record settles this record only.
+
+        It lands in INTERNAL_ERROR_STATE, frees its slot, retries by the failure
+        policy, and is logged once; nothing reaches the reactor.
+        """
+        log.failure(
+            "{aor}: fault while handling the record; it is now INTERNAL_ERROR_STATE",
+            failure,
+            aor=self.config.aor,
+        )
+        self._cancel_pending()
+        self.last_code = None
+        self.last_reason = f"internal error ({failure.type.__name__})"
+        try:
+            self._fail(State.INTERNAL_ERROR_STATE, None)
+        except Exception:
+            # Even the failure policy failed: wait a full expiry, and settle regardless.
+            self.registration_timeout = self.ctx.clock.seconds() + self.wanted_expires
+            self._new_dialog = True
+            self.state = self.settled = State.INTERNAL_ERROR_STATE
+            self._release_waiters()
 
     def _handle(self, response: Response) -> None:
         code = response.status
@@ -311,12 +387,12 @@ class Registrant:
         elif code == 423 and self._kind == REGISTER:
             self._on_423(response)
         elif code == 408:
-            self._fail(State.REGISTER_TIMEOUT_STATE, response.retry_after)
+            self._fail(State.REGISTER_TIMEOUT_STATE, _lenient(lambda: response.retry_after))
         elif code == 403:
             # Forbidden: a credentials problem for the retry policy (never hammer).
-            self._fail(State.REGISTRAR_ERROR_STATE, response.retry_after, credentials=True)
+            self._fail(State.REGISTRAR_ERROR_STATE, _lenient(lambda: response.retry_after), credentials=True)
         else:
-            self._fail(State.REGISTRAR_ERROR_STATE, response.retry_after)
+            self._fail(State.REGISTRAR_ERROR_STATE, _lenient(lambda: response.retry_after))
 
     def _on_200(self, response: Response) -> None:
         if self._kind == REMOVE_ALL:
@@ -348,13 +424,23 @@ class Registrant:
         if not self.enabled:
             self._start(UNREGISTER, State.UNREGISTERING_STATE)
             return
-        granted = self._granted_expires(response, contacts)
+        ours = self._our_binding(contacts)
+        if ours is None:
+            self.last_reason = "200 without our binding"
+            self._fail(State.REGISTRAR_ERROR_STATE, None)
+            return
+        granted = ours.expires
+        if granted is None:
+            granted = response.expires
+        if granted == 0:
+            self.last_reason = "200 removed our binding (expires=0)"
+            self._fail(State.REGISTRAR_ERROR_STATE, None)
+            return
         if granted and granted != self.expires:  # the same value keeps the shared int
             self.expires = granted
         self.service_route = ", ".join(response.header_values("Service-Route")) or None
         self.associated_uris = ", ".join(response.header_values("P-Associated-URI")) or None
-        flow_timer = response.header("Flow-Timer")
-        self.flow_timer = int(flow_timer) if flow_timer and flow_timer.strip().isdigit() else None
+        self.flow_timer = _lenient(lambda: response.flow_timer)
         now = self.ctx.clock.seconds()
         self.failures = 0
         self.auth_failures = 0
@@ -362,7 +448,7 @@ class Registrant:
         self.registration_timeout = refresh_at(now, self.expires, self.ctx.timing)
         self._transition(State.REGISTERED_STATE)
 
-    def _granted_expires(self, response: Response, contacts: list) -> int | None:
+    def _our_binding(self, contacts: list[Contact]) -> Contact | None:
         binding = self.config.binding_uri
         ours = None
         for contact in contacts:
@@ -376,10 +462,8 @@ class Registrant:
                     continue
                 if not same:
                     continue
-            if contact.expires:
-                return contact.expires
-            break
-        return response.expires or None
+            return contact
+        return None
 
     def _on_challenge(self, response: Response) -> None:
         config = self.config
@@ -395,7 +479,8 @@ class Registrant:
             return
         if self._challenged:
             if not (challenge.stale and not self._stale_answered):
-                self._fail(State.WRONG_CREDENTIALS_STATE, response.retry_after, credentials=True)
+                retry_after = _lenient(lambda: response.retry_after)
+                self._fail(State.WRONG_CREDENTIALS_STATE, retry_after, credentials=True)
                 return
             self._stale_answered = True
         self._challenged = True
@@ -414,10 +499,13 @@ class Registrant:
         self._send((digest.authorization_header_name(response.status), value))
 
     def _on_423(self, response: Response) -> None:
-        minimum = response.min_expires
-        if minimum is None or minimum <= self.wanted_expires:
-            self._fail(State.REGISTRAR_ERROR_STATE, response.retry_after)
+        # One 423 a cycle, asking for more than we did and for no more than a day;
+        # anything else would let a registrar keep us sending.
+        minimum = _lenient(lambda: response.min_expires)
+        if self._got_423 or minimum is None or not self.wanted_expires < minimum <= MAX_MIN_EXPIRES:
+            self._fail(State.REGISTRAR_ERROR_STATE, _lenient(lambda: response.retry_after))
             return
+        self._got_423 = True
         self.wanted_expires = minimum
         self._start(REGISTER, State.REGISTERING_STATE)
 

@@ -18,15 +18,24 @@ class Timing:
 
 CREDENTIALS_FACTOR = 4
 
+# The shortest granted expiry we schedule by: a registrar granting a few
+# seconds must not make us refresh every few seconds.
+MIN_GRANTED_EXPIRES = 60
+
+
+def expiry_floor(timing: Timing) -> float:
+    return max(timing.timer_interval, MIN_GRANTED_EXPIRES)
+
 
 def refresh_at(granted_at: float, expires: int, timing: Timing) -> float:
     """The time from which the next bucket visit refreshes the binding.
 
     A visit comes at most ``timer_interval`` after this moment, so the
     refresh leaves at least another ``timer_interval`` before the share P of
-    the expiry runs out: T + E·P/100 − 2·TI.
+    the expiry runs out: T + E·P/100 − 2·TI.  An expiry below
+    ``expiry_floor`` is scheduled as the floor.
     """
-    share = expires * timing.reregister_expiry_percentage / 100
+    share = max(expires, expiry_floor(timing)) * timing.reregister_expiry_percentage / 100
     return max(granted_at, granted_at + share - 2 * timing.timer_interval)
 
 

@@ -80,6 +80,8 @@ class Scheduler:
         # Whether this node registers the record now (clustering); all by default.
         self.active = active or (lambda registrant: True)
         self.rate_limited = 0
+        # Slots of records found in a sending state with nothing in flight.
+        self.reclaimed = 0
         # A window on registrations in flight: when replies come late (an
         # overloaded registrar, or this process), fewer new ones start, instead
         # of more retransmissions piling up.
@@ -137,9 +139,17 @@ class Scheduler:
         bucket = self.buckets[self._next_bucket]
         self._next_bucket = (self._next_bucket + 1) % len(self.buckets)
         now = self.clock.seconds()
+        leaked = []
         for registrant in bucket.values():
-            if registrant.due(now) and self.active(registrant):
-                self.enqueue(registrant)
+            if registrant.due(now):
+                if self.active(registrant):
+                    self.enqueue(registrant)
+            elif registrant.leaked():
+                leaked.append(registrant)
+        # The watchdog: a record may never hold a slot with nothing in flight.
+        for registrant in leaked:
+            self.reclaimed += 1
+            registrant.reclaim()
         self._kick()
 
     def visit_now(self, registrant: Registrant) -> None:

@@ -40,9 +40,10 @@ __all__ = [
 
 _CSEQ_LIMIT = 2**31  # RFC 3261 §8.1.1.5
 _VIA = re.compile(
-    r"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
+    r"[ \t]*[Ss][Ii][Pp][ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
     r"(\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?)(?:[ \t]*:[ \t]*([0-9]{1,5}))?(.*)",
-    re.S | re.I,
+    # No re.I: with it [A-Za-z] would also match a few non-ASCII letters (K, ſ, ı).
+    re.S,
 )
 # The usual Via shape (no LWS, no IPv6, no quoted parameter values) in one pass.
 _SIMPLE_VIA = re.compile(
@@ -99,9 +100,10 @@ class Via:
         value = _param(self.params, "rport")
         if not value:
             return None
-        if not value.isdigit() or not 1 <= int(value) <= 65535:
+        port = parse_delta_seconds(value) if len(value) <= 5 else 0
+        if not 1 <= port <= 65535:
             raise ParseError("bad rport")
-        return int(value)
+        return port
 
 
 def parse_via(value: str) -> Via:
@@ -259,6 +261,12 @@ class Message:
         if match is None:
             raise ParseError("malformed Retry-After")
         return parse_delta_seconds(match.group(1))
+
+    @property
+    def flow_timer(self) -> int | None:
+        """Flow-Timer seconds (RFC 5626 §4.4.1)."""
+        value = self.header("Flow-Timer")
+        return None if value is None else parse_delta_seconds(value)
 
     @property
     def www_authenticate(self) -> list[str]:
