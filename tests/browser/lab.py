@@ -78,7 +78,9 @@ class Lab:
         if outcome == "timeout":
             timeout(sent)
         else:
-            reply(sent, outcome, "OK" if outcome == 200 else "Forbidden", "Expires: 600")
+            # A 200 lists our binding (RFC 3261 §10.3 step 8).
+            contact = f"Contact: {sent.header('Contact')}"
+            reply(sent, outcome, "OK" if outcome == 200 else "Forbidden", contact, "Expires: 600")
 
     def answer_all(self) -> None:
         while self.sender.sent:

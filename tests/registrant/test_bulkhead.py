@@ -241,3 +241,12 @@ def test_timeouts_still_settle_as_register_timeout():
     timeout(sender.pop())
     assert engine.get(record().key).state is State.REGISTER_TIMEOUT_STATE
     assert engine.scheduler.in_flight == 0
+
+
+def test_an_expiry_we_asked_for_is_not_raised_to_the_floor():
+    engine, sender, clock = started(record(expiry=20))
+    reply(sender.pop(), 200, "OK", f"Contact: <{BINDING}>;expires=20")
+    granted_at = clock.seconds()
+    while not sender.sent:
+        clock.advance(1)
+    assert clock.seconds() < granted_at + 20

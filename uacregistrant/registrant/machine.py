@@ -26,7 +26,7 @@ from ..sip.message import Contact, Response
 from ..sip.randomness import BufferedRandom
 from ..sip.uri import parse_uri, uri_equal
 from ..transport.errors import TransactionTimeout
-from .policy import Timing, refresh_at, retry_delay
+from .policy import Timing, refresh_at, retry_delay, scheduled_expiry
 from .record import RecordConfig
 from .request import register_request
 from .states import FAILED, IN_FLIGHT, State
@@ -445,7 +445,10 @@ class Registrant:
         self.failures = 0
         self.auth_failures = 0
         self.granted_at = now
-        self.registration_timeout = refresh_at(now, self.expires, self.ctx.timing)
+        timing = self.ctx.timing
+        self.registration_timeout = refresh_at(
+            now, scheduled_expiry(self.expires, self.wanted_expires, timing), timing
+        )
         self._transition(State.REGISTERED_STATE)
 
     def _our_binding(self, contacts: list[Contact]) -> Contact | None:

@@ -18,13 +18,16 @@ class Timing:
 
 CREDENTIALS_FACTOR = 4
 
-# The shortest granted expiry we schedule by: a registrar granting a few
-# seconds must not make us refresh every few seconds.
+# The shortest granted expiry we schedule by, unless we asked for less: a
+# registrar granting a few seconds must not make us refresh every few seconds.
 MIN_GRANTED_EXPIRES = 60
 
 
-def expiry_floor(timing: Timing) -> float:
-    return max(timing.timer_interval, MIN_GRANTED_EXPIRES)
+def scheduled_expiry(granted: int, asked: int, timing: Timing) -> int:
+    """The expiry a refresh is scheduled by: ``granted``, raised to
+    max(timer_interval, 60 s) or to ``asked`` when that is less."""
+    floor = min(asked, max(int(timing.timer_interval), MIN_GRANTED_EXPIRES))
+    return granted if granted >= floor else floor
 
 
 def refresh_at(granted_at: float, expires: int, timing: Timing) -> float:
@@ -32,10 +35,9 @@ def refresh_at(granted_at: float, expires: int, timing: Timing) -> float:
 
     A visit comes at most ``timer_interval`` after this moment, so the
     refresh leaves at least another ``timer_interval`` before the share P of
-    the expiry runs out: T + E·P/100 − 2·TI.  An expiry below
-    ``expiry_floor`` is scheduled as the floor.
+    the expiry runs out: T + E·P/100 − 2·TI.
     """
-    share = max(expires, expiry_floor(timing)) * timing.reregister_expiry_percentage / 100
+    share = expires * timing.reregister_expiry_percentage / 100
     return max(granted_at, granted_at + share - 2 * timing.timer_interval)
 
 
