@@ -102,8 +102,9 @@ class Seen:
 class UDPRelay(_Threads):
     """Sits between the service (which takes ``uri`` as its registrar or proxy) and
     ``upstream`` (host, port); forwards both ways and keeps what passed, so a test
-    can wait for a precise moment on the wire.  ``hold_replies`` stops forwarding
-    answers (the registrar still saw the request)."""
+    can act at a precise moment on the wire: ``on_seen`` is called in the relay's
+    thread with each message just after it was forwarded.  ``hold_replies`` stops
+    forwarding answers (the registrar still saw the request)."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         super().__init__()
@@ -114,6 +115,7 @@ class UDPRelay(_Threads):
         self._client: tuple[str, int] | None = None
         self.seen: list[Seen] = []
         self.hold_replies = False
+        self.on_seen: Callable[[Seen], None] | None = None
 
     @property
     def uri(self) -> str:
@@ -128,13 +130,20 @@ class UDPRelay(_Threads):
         with self._lock:
             return [s.message for s in self.seen if s.upstream is upstream]
 
+    def requests(self) -> list[Request]:
+        return [m for m in self.messages(True) if isinstance(m, Request) and m.method == "REGISTER"]
+
     def _note(self, data: bytes, upstream: bool) -> None:
         try:
             message = parse_message(data)
         except ParseError:
             return
+        seen = Seen(time.monotonic(), upstream, message)
         with self._lock:
-            self.seen.append(Seen(time.monotonic(), upstream, message))
+            self.seen.append(seen)
+        hook = self.on_seen
+        if hook is not None:
+            hook(seen)
 
     def _forward_up(self) -> None:
         while self.running:
@@ -143,8 +152,8 @@ class UDPRelay(_Threads):
             except TimeoutError:
                 continue
             self._client = peer
-            self._note(data, True)
             self._back.sendto(data, self.upstream)
+            self._note(data, True)
         self._front.close()
 
     def _forward_down(self) -> None:
@@ -155,6 +164,6 @@ class UDPRelay(_Threads):
                 continue
             if self.hold_replies or self._client is None:
                 continue
-            self._note(data, False)
             self._front.sendto(data, self._client)
+            self._note(data, False)
         self._back.close()
