@@ -98,6 +98,16 @@ class Config:
         600.0, "seconds a node cut off from the database keeps its sharing tags (0: for ever)"
     )
     retry_backoff_cap: int = _param(3600, "cap of the retry backoff in seconds (0: no growth)")
+    # The edge: what one client of the MI server or of a SIP TCP/TLS socket may hold.
+    mi_max_body: int = _param(1 << 20, "largest MI request body in bytes (larger: 413)")
+    mi_idle_timeout: float = _param(30.0, "seconds an MI connection may idle or take per request")
+    mi_max_connections: int = _param(64, "open MI connections at most (the oldest idle one makes room)")
+    tcp_idle_timeout: float = _param(
+        120.0, "seconds an accepted SIP TCP/TLS connection may go without a whole message"
+    )
+    tcp_max_connections: int = _param(
+        256, "accepted SIP connections at most per TCP/TLS socket (the oldest makes room)"
+    )
 
     @property
     def buckets(self) -> int:
@@ -352,6 +362,12 @@ def validate(config: Config) -> None:
     if config.shtag_takeover_s <= 0:
         raise ConfigError("shtag_takeover_s", "must be more than 0")
     _at_least(config, "shtag_static_limit_s", 0)
+    _at_least(config, "mi_max_body", 1024)
+    _at_least(config, "mi_max_connections", 1)
+    _at_least(config, "tcp_max_connections", 1)
+    for name in ("mi_idle_timeout", "tcp_idle_timeout"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(name, "must be more than 0")
     _check_names(config)
     db = parse_db_url(config.db_url)
     if config.enable_clustering:

@@ -27,7 +27,7 @@ from .mi.commands import RegistrantCommands
 from .mi.events import EventPoster
 from .mi.jsonrpc import MIResource
 from .mi.metrics import Metrics, MetricsResource
-from .mi.site import build_root, make_site
+from .mi.site import HttpLimits, build_root, make_site
 from .mi.status import StatusResource
 from .registrant.engine import Engine
 from .registrant.machine import Registrant
@@ -42,6 +42,7 @@ from .transport.dns import SIPResolver, make_resolver
 from .transport.interfaces import IRequestSender
 from .transport.layer import TransactionLayer
 from .transport.listen import parse_socket
+from .transport.stream import StreamLimits
 from .transport.tls import TLSSettings
 
 log = Logger()
@@ -93,6 +94,9 @@ class RegistrantService(MultiService):
                     cert_file=config.tls_cert_file,
                     key_file=config.tls_key_file,
                     verify=config.tls_verify,
+                ),
+                stream_limits=StreamLimits(
+                    idle_timeout=config.tcp_idle_timeout, max_connections=config.tcp_max_connections
                 ),
             )
             sender = self.layer
@@ -187,11 +191,21 @@ class RegistrantService(MultiService):
         table = commands.table()
         if self.cluster is not None:
             ClusterCommands(self.cluster).add_to(table)
-        mi = MIResource(table, token=self.config.mi_token, on_call=self.metrics.mi_call)
+        config = self.config
+        mi = MIResource(
+            table, token=config.mi_token, max_body=config.mi_max_body, on_call=self.metrics.mi_call
+        )
         # The status page at / keeps its script, style and JSON under /status/.
-        status = StatusResource(self.engine, token=self.config.mi_token)
+        status = StatusResource(self.engine, token=config.mi_token)
         site = make_site(
-            build_root(mi, MetricsResource(self.metrics), extra={b"": status, b"status": status})
+            build_root(mi, MetricsResource(self.metrics), extra={b"": status, b"status": status}),
+            limits=HttpLimits(
+                max_body=config.mi_max_body,
+                idle_timeout=config.mi_idle_timeout,
+                max_connections=config.mi_max_connections,
+            ),
+            token=config.mi_token,
+            reactor=self.reactor,
         )
         endpoint = serverFromString(self.reactor, self.config.mi_listen)
 

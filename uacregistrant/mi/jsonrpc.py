@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -192,7 +193,9 @@ def bind_params(command: Command, params: object) -> Params:
 def _dumps(value: object) -> bytes:
     # UTF-8 as OpenSIPS writes it, not \u escapes.  A lone surrogate (text that
     # was not UTF-8 to begin with) stays a \u escape, still valid JSON.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+    # allow_nan=False: NaN and Infinity are not JSON; a value holding one
+    # fails here and becomes an error reply instead of a body no client parses.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
         "utf-8", "backslashreplace"
     )
 
@@ -202,7 +205,7 @@ def _envelope(body: dict[str, object], request_id: object) -> bytes:
     return _dumps({"jsonrpc": "2.0", **body, "id": request_id})
 
 
-def _error_body(error: MIError, request_id: object = None) -> bytes:
+def error_body(error: MIError, request_id: object = None) -> bytes:
     return _envelope({"error": error.to_json()}, request_id)
 
 
@@ -222,11 +225,40 @@ class _Call:
     notification: bool
 
 
-def _parse_call(body: bytes) -> _Call:
+def bearer_ok(authorization: bytes | None, token: bytes | None) -> bool:
+    """Whether an Authorization header value carries ``Bearer <token>``;
+    anything goes when no token is configured."""
+    if token is None:
+        return True
+    scheme, _, credentials = (authorization or b"").partition(b" ")
+    # Compare in constant time so the token cannot be guessed byte by byte.
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token)
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (math.inf, -math.inf):
+        # 1e999 overflows: it could only be echoed back as Infinity.
+        raise ValueError("number out of range")
+    return number
+
+
+def _loads(body: bytes) -> object:
+    """RFC 8259 JSON only: no NaN or Infinity, no number that overflows a
+    double, nesting as deep as the parser's recursion allows."""
     try:
-        message = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(body, parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: thousands of nested brackets, within the body limit.
         raise parse_error() from None
+
+
+def _parse_call(body: bytes) -> _Call:
+    message = _loads(body)
     if not isinstance(message, dict):
         raise invalid_request("batch requests are not supported" if isinstance(message, list) else None)
     if message.get("jsonrpc") != "2.0":
@@ -309,7 +341,7 @@ class MIResource(Resource):
             request.setResponseCode(401)
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="mi"')
             self._count(INVALID_CALL, "error")
-            return _error_body(MIError(401, "Unauthorized"))
+            return error_body(MIError(401, "Unauthorized"))
         body = self._read_body(request)
         if body == b"":
             # As mi_http: an empty request is an HTTP error, not a JSON-RPC one.
@@ -320,23 +352,17 @@ class MIResource(Resource):
         if body is None:
             request.setResponseCode(413)
             self._count(INVALID_CALL, "error")
-            return _error_body(invalid_request(f"body larger than {self._max_body} bytes"))
+            return error_body(invalid_request(f"body larger than {self._max_body} bytes"))
         try:
             call = _parse_call(body)
         except MIError as error:
             self._count(INVALID_CALL, "error")
-            return _error_body(error)
+            return error_body(error)
         self._dispatch(request, call)
         return NOT_DONE_YET
 
     def _authorized(self, request: Request) -> bool:
-        if self._token is None:
-            return True
-        scheme, _, credentials = (request.getHeader(b"Authorization") or b"").partition(b" ")
-        # Compare in constant time so the token cannot be guessed byte by byte.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(
-            credentials.strip(), self._token
-        )
+        return bearer_ok(request.getHeader(b"Authorization"), self._token)
 
     def _read_body(self, request: Request) -> bytes | None:
         length = request.getHeader(b"Content-Length")
@@ -386,7 +412,7 @@ class MIResource(Resource):
                 )
                 error = internal_error()
             if not gone:
-                request.write(_error_body(error, call.request_id))
+                request.write(error_body(error, call.request_id))
                 request.finish()
 
         outcome.addCallbacks(reply, fail)

@@ -36,7 +36,7 @@ from uacregistrant.sip.transaction import (
 from uacregistrant.transport.errors import TransactionTimeout, TransportError
 from uacregistrant.transport.interfaces import IRequestSender
 from uacregistrant.transport.listen import Destination, SocketSpec
-from uacregistrant.transport.stream import SIPStreamProtocol, StreamSocket, describe_failure
+from uacregistrant.transport.stream import SIPStreamProtocol, StreamLimits, StreamSocket, describe_failure
 from uacregistrant.transport.tls import TLSSettings
 from uacregistrant.transport.udp import SIPDatagramProtocol
 
@@ -91,6 +91,7 @@ class TransactionLayer:
         user_agent: str = "uac-registrant",
         timers: Timers = Timers(),
         tls: TLSSettings = TLSSettings(),
+        stream_limits: StreamLimits = StreamLimits(),
     ) -> None:
         self._clock = clock
         self._reactor = reactor
@@ -98,6 +99,7 @@ class TransactionLayer:
         self._user_agent = user_agent
         self._timers = timers
         self._tls = tls
+        self._stream_limits = stream_limits
         self._udp: list[tuple[SocketSpec, SIPDatagramProtocol, object]] = []
         self._streams: list[StreamSocket] = []
         self._pending: dict[tuple[str, str], _Pending] = {}
@@ -124,7 +126,7 @@ class TransactionLayer:
             self._udp_senders[bound] = protocol
             self._socket_cache.clear()
             return bound
-        stream = StreamSocket(spec, self._reactor, self._tls, self)
+        stream = StreamSocket(spec, self._reactor, self._tls, self, self._stream_limits)
         bound = stream.listen()
         self._streams.append(stream)
         self._socket_cache.clear()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
 
 from service_identity import VerificationError
 from twisted.internet import defer, endpoints
-from twisted.internet.interfaces import IHandshakeListener, IListeningPort
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -14,12 +15,28 @@ from zope.interface import implementer
 
 from uacregistrant.sip.errors import ParseError
 from uacregistrant.sip.framing import StreamFramer
+from uacregistrant.transport.cap import ConnectionCap, Refused
 from uacregistrant.transport.errors import TransportError
 from uacregistrant.transport.listen import Destination, SocketSpec
 from uacregistrant.transport.tls import TLSSettings
 
 # A connection is known by the peer address plus, for TLS, the name it was verified against.
 ConnectionKey = tuple[str, int, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """``tcp_idle_timeout`` and ``tcp_max_connections``, for accepted connections.
+
+    Connections we open ourselves are as many as the next hops we use, and
+    stay open for the flows they carry; the ones a peer opens to us are
+    bounded in number and in idleness.
+    """
+
+    # Seconds an accepted connection may go without delivering a whole
+    # message: idle ones and ones trickling a message a byte at a time alike.
+    idle_timeout: float = 120.0
+    max_connections: int = 256
 
 
 class StreamReceiver(TypingProtocol):
@@ -43,6 +60,7 @@ class SIPStreamProtocol(Protocol):
         self._framer = StreamFramer()
         self._usable = False
         self._waiters: list[defer.Deferred[SIPStreamProtocol]] = []
+        self._idle: IDelayedCall | None = None
 
     def when_usable(self) -> defer.Deferred[SIPStreamProtocol]:
         if self._usable:
@@ -56,8 +74,27 @@ class SIPStreamProtocol(Protocol):
             peer = self.transport.getPeer()
             self.key = (peer.host, peer.port, None)
         self._owner.adopt(self)
+        if not self.outgoing:
+            self._owner.cap.opened(self)
+            self._restart_idle()
         if not self._tls:
             self._became_usable()
+
+    def busy(self) -> bool:
+        return False
+
+    def evict(self) -> None:
+        self.transport.abortConnection()
+
+    def _restart_idle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self._owner.limits.idle_timeout)
+        else:
+            self._idle = self._owner.call_later(self._owner.limits.idle_timeout, self._idled)
+
+    def _idled(self) -> None:
+        self._idle = None
+        self.transport.abortConnection()
 
     def handshakeCompleted(self) -> None:
         self._became_usable()
@@ -81,10 +118,17 @@ class SIPStreamProtocol(Protocol):
             self._owner.receiver.stream_malformed(self, error)
             self.transport.loseConnection()
             return
+        if messages and self._idle is not None:
+            self._restart_idle()
         for message in messages:
             self._owner.receiver.stream_message_received(self, message)
 
     def connectionLost(self, reason: Failure) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        if not self.outgoing:
+            self._owner.cap.closed(self)
         self._owner.forget(self)
         if not self._usable:
             self.never_usable(reason)
@@ -112,9 +156,18 @@ class StreamSocket:
 
     log = Logger()
 
-    def __init__(self, spec: SocketSpec, reactor: object, tls: TLSSettings, receiver: StreamReceiver) -> None:
+    def __init__(
+        self,
+        spec: SocketSpec,
+        reactor: object,
+        tls: TLSSettings,
+        receiver: StreamReceiver,
+        limits: StreamLimits = StreamLimits(),
+    ) -> None:
         self.spec = spec
         self.receiver = receiver
+        self.limits = limits
+        self.cap = ConnectionCap(limits.max_connections)
         self._reactor = reactor
         self._tls = tls
         self._port: IListeningPort | None = None
@@ -137,7 +190,7 @@ class StreamSocket:
                 "{socket} has no tls_cert_file: it connects out but accepts no connections", socket=str(self.spec)
             )
             return self.spec
-        factory = Factory.forProtocol(lambda: SIPStreamProtocol(self, None, self.is_tls))
+        factory = _CappedFactory(self)
         if self.is_tls:
             self._port = self._reactor.listenSSL(
                 self.spec.port, factory, self._tls.server_options(), interface=self.spec.host
@@ -146,6 +199,9 @@ class StreamSocket:
             self._port = self._reactor.listenTCP(self.spec.port, factory, interface=self.spec.host)
         self.spec = SocketSpec(self.spec.transport, self.spec.host, self._port.getHost().port)
         return self.spec
+
+    def call_later(self, delay: float, call: object) -> IDelayedCall:
+        return self._reactor.callLater(delay, call)
 
     def adopt(self, connection: SIPStreamProtocol) -> None:
         self._all.add(connection)
@@ -207,6 +263,20 @@ class StreamSocket:
             return defer.succeed(None)
         port, self._port = self._port, None
         return defer.maybeDeferred(port.stopListening)
+
+
+class _CappedFactory(Factory):
+    """Accepts a connection while the socket's cap allows (see ``ConnectionCap``)."""
+
+    noisy = False
+
+    def __init__(self, owner: StreamSocket) -> None:
+        self._owner = owner
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        if not self._owner.cap.admit():
+            return Refused()
+        return SIPStreamProtocol(self._owner, None, self._owner.is_tls)
 
 
 def describe_failure(reason: Failure) -> str:

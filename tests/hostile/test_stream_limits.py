@@ -1,0 +1,122 @@
+"""Accepted SIP TCP connections: an idle timeout, a deadline for a whole
+message, and a cap per socket.  Real sockets on 127.0.0.1, timers on an
+injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from tests.hostile.http_client import RawClient, connect
+from uacregistrant.transport.listen import parse_socket
+from uacregistrant.transport.stream import StreamLimits, StreamSocket
+from uacregistrant.transport.tls import TLSSettings
+
+pytestmark = pytest.mark.timeout(30)
+
+LIMITS = StreamLimits(idle_timeout=60.0, max_connections=3)
+OPTIONS = (
+    b"OPTIONS sip:us@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK1\r\n"
+    b"From: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:us@127.0.0.1>\r\nCall-ID: c\r\n"
+    b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def stream_message_received(self, connection: object, data: bytes) -> None:
+        self.messages.append(data)
+
+    def stream_malformed(self, connection: object, error: object) -> None:
+        pass
+
+    def stream_connection_lost(self, connection: object, reason: object) -> None:
+        pass
+
+
+class ClockedReactor:
+    """The real reactor's sockets with a test clock's timers."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self.listenTCP = reactor.listenTCP
+        self.callLater = clock.callLater
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.clock = task.Clock()
+        self.receiver = Receiver()
+        self.socket = StreamSocket(
+            parse_socket("tcp:127.0.0.1:0"), ClockedReactor(self.clock), TLSSettings(),
+            self.receiver, LIMITS,
+        )
+        self.port = self.socket.listen().port
+
+    async def settle(self) -> None:
+        await task.deferLater(reactor, 0.05, lambda: None)
+
+
+@pytest_twisted.async_yield_fixture
+async def listener() -> AsyncIterator[Listener]:
+    made = Listener()
+    try:
+        yield made
+    finally:
+        await made.socket.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_accepted_connection_is_closed(listener: Listener) -> None:
+    client = await connect(listener.port)
+    await listener.settle()
+    listener.clock.advance(LIMITS.idle_timeout - 1)
+    assert not client.closed.called
+    listener.clock.advance(2)
+    await client.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_whole_message_restarts_the_idle_timer(listener: Listener) -> None:
+    client = await connect(listener.port)
+    for _ in range(3):
+        listener.clock.advance(LIMITS.idle_timeout - 1)
+        client.send(OPTIONS)
+        await listener.settle()
+    assert not client.closed.called
+    assert len(listener.receiver.messages) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_message_trickled_a_byte_at_a_time_is_cut(listener: Listener) -> None:
+    client = await connect(listener.port)
+    await listener.settle()
+    for byte in OPTIONS[:80]:
+        client.send(bytes([byte]))
+        await task.deferLater(reactor, 0.005, lambda: None)
+        listener.clock.advance(LIMITS.idle_timeout / 40)
+        if client.closed.called:
+            break
+    assert client.closed.called
+    assert listener.receiver.messages == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_cap_closes_the_oldest_accepted_connection(listener: Listener) -> None:
+    clients: list[RawClient] = []
+    for _ in range(LIMITS.max_connections):
+        clients.append(await connect(listener.port))
+        await listener.settle()
+    assert len(listener.socket.cap) == LIMITS.max_connections
+    newest = await connect(listener.port)
+    await clients[0].closed
+    newest.send(OPTIONS)
+    await listener.settle()
+    assert listener.receiver.messages == [OPTIONS]
+    assert not any(c.closed.called for c in clients[1:])
+    assert len(listener.socket.cap) == LIMITS.max_connections
+    assert listener.socket.cap.evicted == 1
