@@ -10,7 +10,7 @@ import pytest
 
 from tests.peers import free_port
 
-from .service import ServiceProcess, make_table, wait_until
+from .service import ServiceProcess, make_pg_table, make_table, wait_until
 from .udp_peers import ANSWER, HALF, SILENT, ScriptedRegistrar, expires_of
 
 SHUTDOWN_TIMEOUT = 3
@@ -55,7 +55,9 @@ def timed_terminate(svc: ServiceProcess) -> float:
 
 
 def assert_clean(svc: ServiceProcess) -> tuple[int, int]:
-    text = svc.log_text()
+    """The log from SIGTERM on: no traceback, one summary line; returns its counts."""
+    text = svc.log_text().partition("Received SIGTERM")[2]
+    assert text, svc.log_text()[-3000:]
     for mark in TRACEBACK_MARKS:
         assert mark not in text, text[-3000:]
     summaries = SUMMARY.findall(text)
@@ -121,3 +123,30 @@ def test_registrar_up_kamailio(tmp_path, kamailio):
     assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
     assert assert_clean(svc) == (100, 0)
     assert registrar.all_bindings() == {}
+
+
+@pytest.mark.timeout(120)
+def test_database_down_the_runtime_state_is_given_up_in_time(tmp_path, fake_registrar, postgres, pg_dsn):
+    sip_port = free_port("udp")
+    make_pg_table(pg_dsn, [
+        dict(registrar=fake_registrar.uri, aor=f"sip:p{n}@example.test",
+             binding_URI=f"sip:p{n}@127.0.0.1:{sip_port}", expiry=600)
+        for n in range(20)
+    ])
+    svc = ServiceProcess(
+        tmp_path,
+        ["--db-url", pg_dsn, "--listen", f"udp:127.0.0.1:{sip_port}", "--timer-interval", "2",
+         "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)],
+        mi_port=free_port("tcp"),
+    ).start()
+    try:
+        wait_until(lambda: registered(svc) == 20, 30, "20 records registered")
+        postgres.stop()
+        try:
+            elapsed = timed_terminate(svc)
+        finally:
+            postgres.start()
+    finally:
+        svc.stop()
+    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
+    assert assert_clean(svc) == (20, 0)
