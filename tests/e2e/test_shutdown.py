@@ -1,10 +1,11 @@
-"""SIGTERM to the real service (twistd, SQLite): bounded by shutdown_timeout whatever
+"""SIGTERM to the real service (twistd): bounded by shutdown_timeout whatever
 the registrar does, with one summary line and no tracebacks in the log."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -21,18 +22,21 @@ SUMMARY = re.compile(r"shutdown: (\d+) records unregistered, (\d+) gave up")
 TRACEBACK_MARKS = ("Traceback", "Unhandled error in Deferred", "CancelledError", "AlreadyCalledError")
 
 
-def start_service(tmp_path, registrar_uri: str, users: list[str]) -> ServiceProcess:
+def start_service(tmp_path, registrar_uri: str, count: int, pg_dsn: str | None = None) -> ServiceProcess:
     sip_port = free_port("udp")
     rows = [
-        dict(registrar=registrar_uri, aor=f"sip:{user}@example.test",
-             binding_URI=f"sip:{user}@127.0.0.1:{sip_port}", expiry=600)
-        for user in users
+        dict(registrar=registrar_uri, aor=f"sip:u{n}@example.test",
+             binding_URI=f"sip:u{n}@127.0.0.1:{sip_port}", expiry=600)
+        for n in range(count)
     ]
-    make_table(tmp_path / "registrant.sqlite", rows)
+    if pg_dsn is None:
+        make_table(tmp_path / "registrant.sqlite", rows)
+    else:
+        make_pg_table(pg_dsn, rows)
     return ServiceProcess(
         tmp_path,
         [
-            "--db-url", f"sqlite:///{tmp_path / 'registrant.sqlite'}",
+            "--db-url", pg_dsn or f"sqlite:///{tmp_path / 'registrant.sqlite'}",
             "--listen", f"udp:127.0.0.1:{sip_port}",
             "--timer-interval", "2",
             "--shutdown-timeout", str(SHUTDOWN_TIMEOUT),
@@ -41,20 +45,28 @@ def start_service(tmp_path, registrar_uri: str, users: list[str]) -> ServiceProc
     ).start()
 
 
+def shut_down(svc: ServiceProcess, count: int, meanwhile: Callable[[], object] = lambda: None) -> tuple[int, int]:
+    """Once ``count`` records are registered: ``meanwhile()``, then SIGTERM within the
+    time bound; returns the summary's (unregistered, gave up)."""
+    try:
+        wait_until(lambda: registered(svc) == count, 30, f"{count} records registered")
+        meanwhile()
+        started = time.monotonic()
+        status = svc.terminate(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        svc.stop()
+    # twistd ends itself with the signal that stopped it, once shut down.
+    assert status in (0, -15), svc.log_text()[-3000:]
+    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
+    return summary(svc)
+
+
 def registered(svc: ServiceProcess) -> int:
     return sum(1 for r in svc.records().values() if r["state"] == "REGISTERED_STATE")
 
 
-def timed_terminate(svc: ServiceProcess) -> float:
-    started = time.monotonic()
-    status = svc.terminate(timeout=30)
-    elapsed = time.monotonic() - started
-    # twistd ends itself with the signal that stopped it, once shut down.
-    assert status in (0, -15), svc.log_text()[-3000:]
-    return elapsed
-
-
-def assert_clean(svc: ServiceProcess) -> tuple[int, int]:
+def summary(svc: ServiceProcess) -> tuple[int, int]:
     """The log from SIGTERM on: no traceback, one summary line; returns its counts."""
     text = svc.log_text().partition("Received SIGTERM")[2]
     assert text, svc.log_text()[-3000:]
@@ -79,74 +91,36 @@ def fake_registrar():
 
 @pytest.mark.timeout(120)
 def test_registrar_down_200_records(tmp_path, fake_registrar):
-    users = [f"u{n}" for n in range(200)]
-    svc = start_service(tmp_path, fake_registrar.uri, users)
-    try:
-        wait_until(lambda: registered(svc) == 200, 30, "200 records registered")
-        fake_registrar.mode = SILENT
-        elapsed = timed_terminate(svc)
-    finally:
-        svc.stop()
-    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
-    assert assert_clean(svc) == (0, 200)
+    svc = start_service(tmp_path, fake_registrar.uri, 200)
+    assert shut_down(svc, 200, lambda: setattr(fake_registrar, "mode", SILENT)) == (0, 200)
     # Every binding got its unREGISTER (retransmitted, never answered).
     assert len({r.header("Call-ID") for r in fake_registrar.received if is_unregister(r)}) == 200
 
 
 @pytest.mark.timeout(120)
 def test_registrar_half_answering(tmp_path, fake_registrar):
-    users = [f"u{n}" for n in range(100)]
-    svc = start_service(tmp_path, fake_registrar.uri, users)
-    try:
-        wait_until(lambda: registered(svc) == 100, 30, "100 records registered")
-        # From now on only every other dialog is answered: half the unREGISTERs.
-        fake_registrar.mode = HALF
-        elapsed = timed_terminate(svc)
-    finally:
-        svc.stop()
-    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
-    assert assert_clean(svc) == (50, 50)
+    svc = start_service(tmp_path, fake_registrar.uri, 100)
+    # Once registered, only every other dialog is answered: half the unREGISTERs.
+    assert shut_down(svc, 100, lambda: setattr(fake_registrar, "mode", HALF)) == (50, 50)
     assert fake_registrar.count(is_unregister, answered=True) == 50
 
 
 @pytest.mark.timeout(120)
 def test_registrar_up_kamailio(tmp_path, kamailio):
     registrar = kamailio(challenge=False, min_expires=10)
-    users = [f"k{n}" for n in range(100)]
-    svc = start_service(tmp_path, registrar.uri, users)
-    try:
-        wait_until(lambda: registered(svc) == 100, 30, "100 records registered")
+    svc = start_service(tmp_path, registrar.uri, 100)
+
+    def all_bound() -> None:
         assert len(registrar.all_bindings()) == 100
-        elapsed = timed_terminate(svc)
-    finally:
-        svc.stop()
-    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
-    assert assert_clean(svc) == (100, 0)
+
+    assert shut_down(svc, 100, all_bound) == (100, 0)
     assert registrar.all_bindings() == {}
 
 
 @pytest.mark.timeout(120)
 def test_database_down_the_runtime_state_is_given_up_in_time(tmp_path, fake_registrar, postgres, pg_dsn):
-    sip_port = free_port("udp")
-    make_pg_table(pg_dsn, [
-        dict(registrar=fake_registrar.uri, aor=f"sip:p{n}@example.test",
-             binding_URI=f"sip:p{n}@127.0.0.1:{sip_port}", expiry=600)
-        for n in range(20)
-    ])
-    svc = ServiceProcess(
-        tmp_path,
-        ["--db-url", pg_dsn, "--listen", f"udp:127.0.0.1:{sip_port}", "--timer-interval", "2",
-         "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)],
-        mi_port=free_port("tcp"),
-    ).start()
+    svc = start_service(tmp_path, fake_registrar.uri, 20, pg_dsn)
     try:
-        wait_until(lambda: registered(svc) == 20, 30, "20 records registered")
-        postgres.stop()
-        try:
-            elapsed = timed_terminate(svc)
-        finally:
-            postgres.start()
+        assert shut_down(svc, 20, postgres.stop) == (20, 0)
     finally:
-        svc.stop()
-    assert elapsed < SHUTDOWN_TIMEOUT + SLACK, elapsed
-    assert assert_clean(svc) == (20, 0)
+        postgres.start()
