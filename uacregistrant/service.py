@@ -14,9 +14,9 @@ from typing import Callable
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import TimeoutError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from prometheus_client import Gauge
 
@@ -307,14 +307,21 @@ class RegistrantService(MultiService):
         yield super().stopService()
 
     def _by(self, deadline: float, work: Deferred, what: str) -> Deferred:
-        """``work``, given up (with one line in the log) if not done by ``deadline``."""
+        """``work``, cancelled (with one line in the log) if not done by ``deadline``."""
 
-        def late(failure) -> None:
-            failure.trap(CancelledError, TimeoutError)
+        def give_up() -> None:
             log.warn("shutdown: gave up {what} at the shutdown deadline", what=what)
+            work.cancel()
 
-        work.addTimeout(max(0.0, deadline - self.reactor.seconds()), self.reactor)
-        return work.addErrback(late)
+        timer = self.reactor.callLater(max(0.0, deadline - self.reactor.seconds()), give_up)
+
+        def done(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if isinstance(result, Failure):
+                result.trap(CancelledError)
+
+        return work.addBoth(done)
 
     # -- observers -------------------------------------------------------------------
 
