@@ -226,7 +226,7 @@ def test_each_bad_value_names_its_parameter_in_one_line(
 def test_clustering_on_sqlite_message() -> None:
     with pytest.raises(ConfigError) as e:
         load_config({"enable_clustering": "1", "node_id": "a"})
-    assert str(e.value) == "bad parameter enable_clustering: clustering needs a PostgreSQL db_url"
+    assert str(e.value) == "bad parameter enable_clustering: clustering needs a PostgreSQL or MySQL db_url"
 
 
 def test_clustering_on_postgres() -> None:
@@ -403,7 +403,7 @@ def test_options_keep_file_values_not_given_on_the_command_line(tmp_path: Path) 
         (["--hash-size", "2", "--timer-interval", "3"],
          "bad parameter timer_interval: must be at least the number of buckets (4)"),
         (["--enable-clustering", "1"],
-         "bad parameter enable_clustering: clustering needs a PostgreSQL db_url"),
+         "bad parameter enable_clustering: clustering needs a PostgreSQL or MySQL db_url"),
         (["--listen", "udp:127.0.0.1:x"], "bad parameter listen: "),
     ],
 )

@@ -371,8 +371,8 @@ def validate(config: Config) -> None:
     _check_names(config)
     db = parse_db_url(config.db_url)
     if config.enable_clustering:
-        if db.kind != "postgres":
-            raise ConfigError("enable_clustering", "clustering needs a PostgreSQL db_url")
+        if db.kind not in ("postgres", "mysql"):
+            raise ConfigError("enable_clustering", "clustering needs a PostgreSQL or MySQL db_url")
         if config.node_id is None:
             raise ConfigError("node_id", "clustering needs a node_id")
     if config.node_id is not None and not _printable_word(config.node_id):

@@ -38,6 +38,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..config import parse_db_url
 from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.persist import resume, snapshot
@@ -68,6 +69,15 @@ def resumable(state: RuntimeState, now: float) -> RuntimeState:
     if state.state in _IN_REFRESH and state.expires_at > now:
         return dataclasses.replace(state, state=int(State.REGISTERED_STATE))
     return state
+
+
+def lock_backend(config, reactor) -> ILockBackend:
+    """The lock backend on the database of ``db_url``."""
+    if parse_db_url(config.db_url).kind == "mysql":
+        from .mysql_locks import MySQLLocks
+
+        return MySQLLocks(config.db_url, config.node_id, reactor, takeover_s=config.shtag_takeover_s)
+    return PostgresLocks(config.db_url, config.node_id, reactor)
 
 
 class UnknownTag(KeyError):
@@ -125,10 +135,10 @@ class ShtagManager:
 
     @classmethod
     def for_service(cls, service) -> ShtagManager:
-        """The manager of a RegistrantService with clustering on (its db_url is PostgreSQL)."""
+        """The manager of a RegistrantService with clustering on (PostgreSQL or MySQL)."""
         config = service.config
         manager = cls(
-            PostgresLocks(config.db_url, config.node_id, service.reactor),
+            lock_backend(config, service.reactor),
             config.node_id,
             service.engine,
             service.store,

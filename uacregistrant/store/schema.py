@@ -140,3 +140,35 @@ def runtime_from_row(row: Sequence[object]) -> RuntimeState:
         last_reason=row[10],
         updated_at=row[11],
     )
+
+
+# The sharing tags of a cluster on MySQL: who owns a tag since when, who asked
+# for it until when, each node's last heartbeat and the session that speaks for
+# it.  Times are epoch seconds of the database server's clock.
+CLUSTER_SHTAGS = Table(
+    "uac_registrant_shtags",
+    (
+        Column("tag", "key", not_null=True),
+        Column("cluster_id", "int", not_null=True),
+        Column("node_id", "key"),
+        Column("since", "double"),
+        Column("wanted_by", "key"),
+        Column("wanted_until", "double"),
+    ),
+    primary_key=("tag", "cluster_id"),
+    ours=True,
+)
+
+CLUSTER_NODES = Table(
+    "uac_registrant_nodes",
+    (Column("node_id", "key", not_null=True), Column("beat", "double", not_null=True)),
+    primary_key=("node_id",),
+    ours=True,
+)
+
+CLUSTER_SESSIONS = Table(
+    "uac_registrant_sessions",
+    (Column("conn", "bigint", not_null=True), Column("node_id", "key", not_null=True)),
+    primary_key=("conn",),
+    ours=True,
+)
