@@ -34,11 +34,14 @@ async def test_duplicate_rows_load_the_first_and_name_it(backend: Any) -> None:
     store = await open_store(backend)
     try:
         result = await store.load(validate)
+        single = await store.load_row(validate({**SAME, "expiry": 600}).key)
     finally:
         await store.close()
     assert [(r.id, r.expiry) for r in result.records] == [(first, 900), (other, 600)]
     reason = f"duplicate of row {first} (same aor, binding_URI and registrar)"
     assert result.skipped == [(last, reason), (later, reason)]
+    # reg_reload of that one record reads the same row.
+    assert single is not None and single["id"] == first
 
 
 def test_a_duplicate_in_a_later_chunk_is_still_found() -> None:

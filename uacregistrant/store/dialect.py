@@ -146,7 +146,8 @@ class Statements:
             f"{q(columns.aor)} = {m} AND {q(columns.binding_uri)} = {m}"
             f" AND {q(columns.registrar)} = {m}"
         )
-        self.select_key = f"{self.select} WHERE {self.where_key}"
+        # The lowest id, as a full load keeps, should an old table repeat a key.
+        self.select_key = f"{self.select} WHERE {self.where_key} ORDER BY {q('id')}"
         self.set_state = f"UPDATE {self.table} SET {q(columns.state)} = {m} WHERE {self.where_key}"
         self.delete = f"DELETE FROM {self.table} WHERE {self.where_key}"
         self.version = f"SELECT table_version FROM version WHERE table_name = {m}"
