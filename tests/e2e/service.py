@@ -55,15 +55,29 @@ def make_pg_table(dsn: str, rows: Sequence[dict]) -> None:
             )
 
 
-def make_mysql_table(url: str, rows: Sequence[dict]) -> None:
-    """OpenSIPS's MySQL scripts, then ``rows``, in the database of a ``mysql://`` URL."""
+def _mysql_connect(url: str):
     import pymysql
 
     from uacregistrant.store.mysql import mysql_params
 
     p = mysql_params(url)
-    db = pymysql.connect(host=p.host, port=p.port, user=p.user, password=p.password,
-                         database=p.database, autocommit=True)
+    return pymysql.connect(host=p.host, port=p.port, user=p.user, password=p.password,
+                           database=p.database, autocommit=True)
+
+
+def mysql_query(url: str, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+    db = _mysql_connect(url)
+    try:
+        with db.cursor() as cursor:
+            cursor.execute(sql, tuple(params) or None)
+            return list(cursor.fetchall())
+    finally:
+        db.close()
+
+
+def make_mysql_table(url: str, rows: Sequence[dict]) -> None:
+    """OpenSIPS's MySQL scripts, then ``rows``, in the database of a ``mysql://`` URL."""
+    db = _mysql_connect(url)
     try:
         with db.cursor() as cursor:
             cursor.execute(MySQLBackend.OPENSIPS_VERSION_TABLE)

@@ -1,5 +1,5 @@
 """kill -9 of the real service at chosen moments on the wire, then a restart, against a
-real Kamailio on PostgreSQL and on SQLite.
+real Kamailio on PostgreSQL, SQLite and MariaDB.
 
 A relay between the service (which takes it as its proxy) and Kamailio watches
 the wire and sends SIGKILL at the moment: just after the first REGISTER went
@@ -23,7 +23,7 @@ import pytest
 from tests.peers import free_port
 from tests.peers.kamailio import Binding, Kamailio
 
-from .service import ServiceProcess, make_pg_table, make_table, wait_until
+from .service import ServiceProcess, make_mysql_table, make_pg_table, make_table, mysql_query, wait_until
 from .udp_peers import Seen, UDPRelay
 
 TI = 2  # timer_interval: first REGISTERs spread over 2 s, refreshes 2·TI early
@@ -34,10 +34,12 @@ needs_write_ahead = pytest.mark.xfail(
 )
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
+@pytest.fixture(params=["postgres", "sqlite", "mysql"])
 def db(request, tmp_path) -> str:
     if request.param == "postgres":
         return request.getfixturevalue("pg_dsn")
+    if request.param == "mysql":
+        return request.getfixturevalue("mysql_url")
     return f"sqlite:///{tmp_path / 'registrant.sqlite'}"
 
 
@@ -70,6 +72,8 @@ class Node:
         ]
         if db.startswith("sqlite:"):
             make_table(Path(db.removeprefix("sqlite:///")), rows)
+        elif db.startswith("mysql:"):
+            make_mysql_table(db, rows)
         else:
             make_pg_table(db, rows)
         self.runs: list[ServiceProcess] = []
@@ -97,6 +101,8 @@ class Node:
             with sqlite3.connect(self.db.removeprefix("sqlite:///")) as connection:
                 rows = connection.execute(query).fetchall()
             connection.close()
+        elif self.db.startswith("mysql:"):
+            rows = mysql_query(self.db, query)
         else:
             with psycopg2.connect(self.db) as connection, connection.cursor() as cursor:
                 cursor.execute(query)
