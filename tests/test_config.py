@@ -8,16 +8,10 @@ import pytest
 from twisted.python import usage
 
 from uacregistrant import __version__
-from uacregistrant.config import (
-    Config,
-    ConfigError,
-    DbUrl,
-    Options,
-    load_config,
-    parse_db_url,
-    parse_dns_server,
-    redact_url,
-)
+from uacregistrant.config import Config, ConfigError, DbUrl, Options, load_config
+from uacregistrant.store.rows import Columns
+from uacregistrant.store.url import parse_db_url
+from uacregistrant.transport.listen import SocketSpec
 
 PG_URL = "postgres://reg:s3cr3tpw@127.0.0.1:5432/registrant"
 
@@ -38,25 +32,12 @@ def test_defaults_are_opensips_defaults() -> None:
     assert config.failure_retry_interval == 0
     assert config.reregister_expiry_percentage == 100
     assert config.default_expires == 3600
-    assert config.columns == {
-        "registrar": "registrar",
-        "proxy": "proxy",
-        "aor": "aor",
-        "third_party_registrant": "third_party_registrant",
-        "username": "username",
-        "password": "password",
-        "binding_URI": "binding_URI",
-        "binding_params": "binding_params",
-        "expiry": "expiry",
-        "forced_socket": "forced_socket",
-        "cluster_shtag": "cluster_shtag",
-        "state": "state",
-    }
+    assert config.columns == Columns()
 
 
 def test_our_defaults() -> None:
     config = Config()
-    assert config.listen == ("udp:127.0.0.1:5060",)
+    assert config.listen == (SocketSpec("udp", "127.0.0.1", 5060),)
     assert config.mi_listen == "tcp:8888:interface=127.0.0.1"
     assert config.mi_token is None
     assert config.user_agent == f"uac-registrant {__version__}"
@@ -68,7 +49,16 @@ def test_our_defaults() -> None:
     assert config.max_auth_failures == 3
     assert config.shtag_takeover_s == 5
     assert config.retry_backoff_cap == 3600
-    assert parse_db_url(config.db_url) == DbUrl("sqlite", path="uac-registrant.sqlite")
+    assert config.db_url == DbUrl("sqlite", path="uac-registrant.sqlite")
+
+
+def test_columns_from_the_parameters() -> None:
+    names = (
+        "registrar", "proxy", "aor", "third_party_registrant", "username", "password",
+        "binding_URI", "binding_params", "expiry", "forced_socket", "cluster_shtag", "state",
+    )
+    config = load_config({"table_name": "reg", **{f"{n}_column": f"c_{n}" for n in names}})
+    assert config.columns == Columns("reg", *(f"c_{n}" for n in names))
 
 
 def test_cli_strings_are_converted() -> None:
@@ -83,8 +73,8 @@ def test_cli_strings_are_converted() -> None:
     )
     assert (config.hash_size, config.buckets, config.timer_interval) == (3, 8, 16)
     assert config.max_register_rate == 2.5
-    assert config.columns["binding_URI"] == "contact"
-    assert config.dns_servers == ("127.0.0.1:5353", "[::1]:53")
+    assert config.columns.binding_uri == "contact"
+    assert config.dns_servers == (("127.0.0.1", 5353), ("::1", 53))
 
 
 @pytest.mark.parametrize(
@@ -115,8 +105,8 @@ def test_toml_file_values(tmp_path: Path) -> None:
     )
     config = load_config({}, path)
     assert config.hash_size == 2
-    assert parse_db_url(config.db_url) == DbUrl("sqlite", path="/var/lib/reg.sqlite")
-    assert config.listen == ("tcp:127.0.0.1:5070",)
+    assert config.db_url == DbUrl("sqlite", path="/var/lib/reg.sqlite")
+    assert config.listen == (SocketSpec("tcp", "127.0.0.1", 5070),)
     assert config.shutdown_timeout == 2.0
 
 
@@ -128,7 +118,7 @@ def test_command_line_wins_over_the_file(tmp_path: Path) -> None:
     config = load_config({"hash_size": "4", "listen": ["udp:[::1]:5080"], "proxy_column": None}, path)
     assert config.hash_size == 4
     assert config.timer_interval == 40
-    assert config.listen == ("udp:[::1]:5080",)
+    assert config.listen == (SocketSpec("udp", "::1", 5080),)
     assert config.proxy_column == "proxy"
 
 
@@ -139,8 +129,13 @@ def test_empty_optional_value_resets_it(tmp_path: Path) -> None:
 
 
 def test_listen_in_opensips_socket_syntax() -> None:
-    listen = ("udp:127.0.0.1:5060", "tcp:[::1]:5070", "tls:127.0.0.1", "UDP:0.0.0.0:5080")
-    assert load_config({"listen": list(listen)}).listen == listen
+    listen = ["udp:127.0.0.1:5060", "tcp:[::1]:5070", "tls:127.0.0.1", "UDP:0.0.0.0:5080"]
+    assert load_config({"listen": listen}).listen == (
+        SocketSpec("udp", "127.0.0.1", 5060),
+        SocketSpec("tcp", "::1", 5070),
+        SocketSpec("tls", "127.0.0.1", 5061),
+        SocketSpec("udp", "0.0.0.0", 5080),
+    )
 
 
 def test_small_timer_interval_is_allowed_down_to_the_buckets() -> None:
@@ -280,33 +275,6 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("sqlite:///rel/path.sqlite", DbUrl("sqlite", path="rel/path.sqlite")),
-        ("sqlite:////abs/p.sqlite", DbUrl("sqlite", path="/abs/p.sqlite")),
-        (PG_URL, DbUrl("postgres", dsn=PG_URL)),
-        ("postgresql://127.0.0.1/registrant", DbUrl("postgres", dsn="postgresql://127.0.0.1/registrant")),
-        ("mysql://reg:pw@db:3307/opensips", DbUrl("mysql", dsn="mysql://reg:pw@db:3307/opensips")),
-    ],
-)
-def test_parse_db_url(url: str, expected: DbUrl) -> None:
-    assert parse_db_url(url) == expected
-
-
-def test_parse_dns_server() -> None:
-    assert parse_dns_server("127.0.0.1:53") == ("127.0.0.1", 53)
-    assert parse_dns_server("[::1]:5353") == ("::1", 5353)
-    with pytest.raises(ValueError):
-        parse_dns_server("::1:53")
-
-
-def test_redact_url() -> None:
-    assert redact_url(PG_URL) == "postgres://reg:***@127.0.0.1:5432/registrant"
-    assert redact_url("postgres://reg@127.0.0.1/registrant") == "postgres://reg@127.0.0.1/registrant"
-    assert redact_url("sqlite:///x.sqlite") == "sqlite:///x.sqlite"
-
-
 SECRET_TOKEN = "tok3n-XYZ secret"
 PG_SECRET_URLS = [
     "postgres://reg:s3cr3tpw@127.0.0.1:notaport/registrant",
@@ -341,7 +309,9 @@ def test_no_secret_in_any_error_text(tmp_path: Path) -> None:
 def test_no_secret_in_repr() -> None:
     config = load_config({"mi_token": "tok3n-XYZ", "db_url": PG_URL})
     assert config.mi_token == "tok3n-XYZ"
-    assert config.db_url == PG_URL
+    assert config.db_url == DbUrl("postgres", dsn=PG_URL)
+    assert config.db_url.text == PG_URL
+    assert str(config.db_url) == "postgres://reg:***@127.0.0.1:5432/registrant"
     for text in (repr(config), str(config), repr(parse_db_url(PG_URL))):
         assert "tok3n" not in text
         assert "s3cr3tpw" not in text
@@ -367,12 +337,12 @@ def test_options_end_to_end() -> None:
     )
     config = options.config
     assert (config.hash_size, config.timer_interval) == (2, 8)
-    assert config.columns["binding_URI"] == "contact"
+    assert config.columns.binding_uri == "contact"
     assert config.max_register_rate == 50.0
     assert config.enable_clustering is True
     assert config.unregister_on_shutdown is False
-    assert config.listen == ("udp:127.0.0.1:5060", "tls:[::1]:5061")
-    assert config.dns_servers == ("127.0.0.1:5353",)
+    assert config.listen == (SocketSpec("udp", "127.0.0.1", 5060), SocketSpec("tls", "::1", 5061))
+    assert config.dns_servers == (("127.0.0.1", 5353),)
 
 
 def test_options_without_arguments_give_the_defaults() -> None:
@@ -392,8 +362,8 @@ def test_options_keep_file_values_not_given_on_the_command_line(tmp_path: Path) 
     config = options.config
     assert config.hash_size == 3
     assert config.timer_interval == 32
-    assert config.listen == ("tcp:127.0.0.1:5070",)
-    assert config.dns_servers == ("127.0.0.1:53",)
+    assert config.listen == (SocketSpec("tcp", "127.0.0.1", 5070),)
+    assert config.dns_servers == (("127.0.0.1", 53),)
     assert config.unregister_on_shutdown is False
 
 

@@ -8,22 +8,25 @@ service only ever sees a :class:`Config` that makes sense.  A bad value raises
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from uacregistrant import __version__
-from uacregistrant.transport.listen import parse_socket
+from uacregistrant.store.rows import Columns
+from uacregistrant.store.url import DbUrl, parse_db_url, redact_url
+from uacregistrant.transport.listen import SocketSpec, format_address, parse_address, parse_socket
 from uacregistrant.transport.tls import load_ca_bundle
+
+__all__ = ["Config", "ConfigError", "DbUrl", "Options", "load_config", "validate"]
 
 
 class ConfigError(Exception):
@@ -44,17 +47,21 @@ def _param(default: Any, doc: str, *, shown: bool = True) -> Any:
     return field(default=default, repr=shown, metadata={"doc": doc})
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Config:
-    """Every parameter, named as in OpenSIPS, with OpenSIPS's defaults."""
+    """Every parameter, named as in OpenSIPS, with OpenSIPS's defaults.
+
+    Values are already parsed (``DbUrl``, ``SocketSpec``, (ip, port) tuples):
+    nothing downstream reads these strings again.
+    """
 
     hash_size: int = _param(1, "exponent of the number of buckets (2^hash_size)")
     # OpenSIPS refuses values below 10 s; we accept down to 1 s (still at least the
     # number of buckets) so that tests and small labs can run fast sweeps.
     timer_interval: int = _param(100, "seconds for a full sweep of all buckets")
     enable_clustering: bool = _param(False, "1: share records by cluster_shtag (PostgreSQL only)")
-    db_url: str = _param(
-        "sqlite:///uac-registrant.sqlite",
+    db_url: DbUrl = _param(
+        DbUrl("sqlite", path="uac-registrant.sqlite"),
         "sqlite:///rel/path, sqlite:////abs/path or postgres://user:pw@host:port/db",
     )
     table_name: str = _param("registrant", "table holding the registrant records")
@@ -75,8 +82,8 @@ class Config:
     failure_retry_interval: int = _param(0, "seconds before a retry after a failure (0: the expiry)")
     reregister_expiry_percentage: int = _param(100, "share of the granted expiry used (1-100)")
     default_expires: int = _param(3600, "expiry for rows whose expiry is NULL (at least 15)")
-    listen: tuple[str, ...] = _param(
-        ("udp:127.0.0.1:5060",), "SIP socket proto:IP:PORT (udp, tcp, tls; repeatable)"
+    listen: tuple[SocketSpec, ...] = _param(
+        (SocketSpec("udp", "127.0.0.1", 5060),), "SIP socket proto:IP:PORT (udp, tcp, tls; repeatable)"
     )
     mi_listen: str = _param("tcp:8888:interface=127.0.0.1", "Twisted endpoint of the MI HTTP server")
     mi_token: str | None = _param(None, "bearer token required by the MI server", shown=False)
@@ -84,7 +91,9 @@ class Config:
     max_register_rate: float = _param(0.0, "REGISTERs per second at most (0: unlimited)")
     unregister_on_shutdown: bool = _param(True, "1: unREGISTER bound records when stopping")
     shutdown_timeout: float = _param(5.0, "seconds to wait for unREGISTERs when stopping")
-    dns_servers: tuple[str, ...] = _param((), "DNS server IP:PORT (repeatable; default: system)")
+    dns_servers: tuple[tuple[str, int], ...] = _param(
+        (), "DNS server IP:PORT (repeatable; default: system)"
+    )
     tls_ca_file: str | None = _param(None, "PEM file of trusted CAs for TLS")
     tls_cert_file: str | None = _param(None, "PEM file of our TLS certificate")
     tls_key_file: str | None = _param(None, "PEM file of our TLS private key")
@@ -114,107 +123,23 @@ class Config:
         return 2**self.hash_size
 
     @property
-    def columns(self) -> dict[str, str]:
-        """Logical column name (``binding_URI``...) → column name in the table."""
-        return {
-            f.name.removesuffix("_column"): getattr(self, f.name)
-            for f in fields(self)
-            if f.name.endswith("_column")
-        }
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{f.name}={redact_url(self.db_url) if f.name == 'db_url' else getattr(self, f.name)!r}"
-            for f in fields(self)
-            if f.repr
+    def columns(self) -> Columns:
+        """The table and column names the stores use."""
+        return Columns(
+            table=self.table_name,
+            registrar=self.registrar_column,
+            proxy=self.proxy_column,
+            aor=self.aor_column,
+            third_party_registrant=self.third_party_registrant_column,
+            username=self.username_column,
+            password=self.password_column,
+            binding_uri=self.binding_URI_column,
+            binding_params=self.binding_params_column,
+            expiry=self.expiry_column,
+            forced_socket=self.forced_socket_column,
+            cluster_shtag=self.cluster_shtag_column,
+            state=self.state_column,
         )
-        return f"Config({shown})"
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class DbUrl:
-    """Where the records live: an SQLite file, a PostgreSQL DSN or a MySQL URL."""
-
-    kind: Literal["sqlite", "postgres", "mysql"]
-    path: str | None = None
-    # The URL as given (libpq accepts it unchanged); it may hold a password.
-    dsn: str | None = None
-
-    def __repr__(self) -> str:
-        dsn = None if self.dsn is None else redact_url(self.dsn)
-        return f"DbUrl(kind={self.kind!r}, path={self.path!r}, dsn={dsn!r})"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (``user:***@host``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
-
-
-def parse_db_url(url: str) -> DbUrl:
-    """Split a ``db_url`` into the store kind and its location."""
-    shown = redact_url(url)
-    if url.startswith("sqlite:///"):
-        # sqlite:///rel → "rel"; sqlite:////abs → "/abs" (three slashes, then the path).
-        path = url.removeprefix("sqlite:///")
-        if not path or path.endswith("/"):
-            raise ConfigError("db_url", f"{shown} names no SQLite file")
-        return DbUrl("sqlite", path=path)
-    scheme = url.partition("://")[0].lower()
-    if scheme in ("postgres", "postgresql") and "://" in url:
-        try:
-            urlsplit(url).port
-        except ValueError:
-            raise ConfigError("db_url", f"{shown} has a bad port") from None
-        return DbUrl("postgres", dsn=url)
-    if scheme == "mysql" and "://" in url:
-        try:
-            urlsplit(url).port
-        except ValueError:
-            raise ConfigError("db_url", f"{shown} has a bad port") from None
-        if not urlsplit(url).path.strip("/"):
-            raise ConfigError("db_url", f"{shown} names no database")
-        return DbUrl("mysql", dsn=url)
-    raise ConfigError(
-        "db_url",
-        f"{shown} is not sqlite:///relative/path, sqlite:////absolute/path, "
-        "postgres://user:password@host:port/dbname "
-        "or mysql://user:password@host[:port]/dbname",
-    )
-
-
-def parse_dns_server(text: str) -> tuple[str, int]:
-    """``IP:PORT`` (IPv6 as ``[IP]:PORT``) → (ip, port); ValueError if malformed."""
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise ValueError(f"{text!r}: expected [IPv6]:PORT")
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = text.rpartition(":")
-        if not colon or ":" in host:
-            raise ValueError(f"{text!r}: expected IP:PORT (IPv6 as [IP]:PORT)")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: the port must be 1-65535")
-    return str(address), int(port_text)
-
-
-def _check_listen(text: str) -> None:
-    """OpenSIPS socket syntax, as the transport reads it; no ephemeral port 0,
-    since the socket must be named again by ``forced_socket``."""
-    if parse_socket(text).port == 0:
-        raise ValueError(f"socket {text!r}: the port must be 1-65535")
 
 
 # Conversion of one raw value (a CLI string, or a TOML value) to a field's type.
@@ -291,13 +216,32 @@ def _to_str_tuple(name: str, value: object) -> tuple[str, ...]:
     raise ConfigError(name, f"{_shown(name, value)} is not a string or a list of strings")
 
 
+def _parsed(parse: typing.Callable[[str], object]) -> typing.Callable[[str, object], object]:
+    """A converter of a string through ``parse``, whose ValueError names the reason."""
+
+    def convert(name: str, value: object) -> object:
+        try:
+            return parse(_to_str(name, value))
+        except ValueError as e:
+            raise ConfigError(name, str(e)) from None
+
+    return convert
+
+
+def _each(parse: typing.Callable[[str], object]) -> typing.Callable[[str, object], tuple[object, ...]]:
+    one = _parsed(parse)
+    return lambda name, value: tuple(one(name, item) for item in _to_str_tuple(name, value))
+
+
 _CONVERTERS: dict[object, typing.Callable[[str, object], object]] = {
     bool: _to_bool,
     int: _to_int,
     float: _to_float,
     str: _to_str,
     str | None: _to_optional_str,
-    tuple[str, ...]: _to_str_tuple,
+    DbUrl: _parsed(parse_db_url),
+    tuple[SocketSpec, ...]: _each(parse_socket),
+    tuple[tuple[str, int], ...]: _each(parse_address),
 }
 _TYPES = typing.get_type_hints(Config)
 _NAMES = frozenset(f.name for f in fields(Config))
@@ -369,9 +313,8 @@ def validate(config: Config) -> None:
         if getattr(config, name) <= 0:
             raise ConfigError(name, "must be more than 0")
     _check_names(config)
-    db = parse_db_url(config.db_url)
     if config.enable_clustering:
-        if db.kind not in ("postgres", "mysql"):
+        if config.db_url.kind not in ("postgres", "mysql"):
             raise ConfigError("enable_clustering", "clustering needs a PostgreSQL or MySQL db_url")
         if config.node_id is None:
             raise ConfigError("node_id", "clustering needs a node_id")
@@ -379,8 +322,10 @@ def validate(config: Config) -> None:
         raise ConfigError("node_id", "must be printable text without spaces")
     if not config.listen:
         raise ConfigError("listen", "at least one SIP socket is needed")
-    _check_each("listen", config.listen, _check_listen)
-    _check_each("dns_servers", config.dns_servers, parse_dns_server)
+    for spec in config.listen:
+        # No ephemeral port: the socket must be named again by ``forced_socket``.
+        if spec.port == 0:
+            raise ConfigError("listen", f"socket {str(spec)!r}: the port must be 1-65535")
     _check_mi(config)
     _check_tls(config)
     if config.event_url is not None:
@@ -410,14 +355,6 @@ def _check_names(config: Config) -> None:
         if column.lower() in seen:
             raise ConfigError(f.name, f"column {column!r} is already used by {seen[column.lower()]}")
         seen[column.lower()] = f.name
-
-
-def _check_each(name: str, values: Iterable[str], check: typing.Callable[[str], object]) -> None:
-    for value in values:
-        try:
-            check(value)
-        except ValueError as e:
-            raise ConfigError(name, str(e)) from None
 
 
 def _check_mi(config: Config) -> None:
@@ -463,8 +400,17 @@ def _default_text(value: object) -> str:
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, tuple):
-        return ", ".join(value) or "none"
-    return "none" if value is None else str(value)
+        return ", ".join(format_value(item) for item in value) or "none"
+    return "none" if value is None else format_value(value)
+
+
+def format_value(value: object) -> str:
+    """A parsed value as written in the file or on the command line (secrets included)."""
+    if isinstance(value, DbUrl):
+        return value.text
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return format_address(value)
+    return str(value)
 
 
 def _option_name(name: str) -> str:

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from prometheus_client import Gauge
 
 from .cluster.shtags import ShtagManager, tag_of
-from .config import Config, parse_db_url
+from .config import Config
 from .mi.cluster_commands import ClusterCommands
 from .mi.commands import RegistrantCommands
 from .mi.events import EventPoster
@@ -37,11 +37,10 @@ from .registrant.states import IN_FLIGHT, State
 from .sip.randomness import BufferedRandom
 from .store import make_store
 from .store.interface import IRegistrantStore, StoreUnavailable
-from .store.rows import Columns, record_from_row
+from .store.rows import record_from_row
 from .transport.dns import SIPResolver, make_resolver
 from .transport.interfaces import IRequestSender
 from .transport.layer import TransactionLayer
-from .transport.listen import parse_socket
 from .transport.stream import StreamLimits
 from .transport.tls import TLSSettings
 
@@ -81,7 +80,7 @@ class RegistrantService(MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.store = store if store is not None else make_store(config.db_url, Columns.from_config(config))
+        self.store = store if store is not None else make_store(config.db_url, config.columns, reactor)
         self.layer: TransactionLayer | None = None
         if sender is None:
             self.layer = TransactionLayer(
@@ -174,8 +173,8 @@ class RegistrantService(MultiService):
     def startService(self) -> None:
         super().startService()
         if self.layer is not None:
-            for text in self.config.listen:
-                bound = self.layer.listen(parse_socket(text))
+            for spec in self.config.listen:
+                bound = self.layer.listen(spec)
                 if bound.transport != "tls" or self.config.tls_cert_file:
                     log.info("listening on {socket}", socket=str(bound))
             # What forced_socket may name.
@@ -221,9 +220,9 @@ class RegistrantService(MultiService):
 
     @inlineCallbacks
     def _load(self) -> Deferred:
-        """Open the store and load the table; a PostgreSQL server that is down is
-        waited for (MI serves meanwhile, nothing is registered), anything else
-        stops start-up."""
+        """Open the store and load the table; a database the store says may come
+        back is waited for (MI serves meanwhile, nothing is registered), anything
+        else stops start-up."""
         delay = 1.0
         while True:
             try:
@@ -232,7 +231,7 @@ class RegistrantService(MultiService):
                 saved = yield self.store.load_runtime()
                 break
             except StoreUnavailable as e:
-                if parse_db_url(self.config.db_url).kind != "postgres" or not self.running:
+                if not self.store.retry_unavailable or not self.running:
                     self._fatal(f"cannot load the registrant table: {e}")
                     return None
                 log.error(

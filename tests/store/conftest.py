@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from twisted.internet import reactor
 
 from tests.peers import free_port
 from tests.peers.mariadb import MariaDB
@@ -68,10 +69,10 @@ class SQLiteBackend:
         self.missing_path = str(tmp_path / "no-such-dir" / "registrant.sqlite")
 
     def make_store(self, columns: Columns) -> IRegistrantStore:
-        return SQLiteStore(self.path, columns)
+        return SQLiteStore(self.path, columns, reactor=reactor)
 
     def unreachable_store(self, columns: Columns) -> IRegistrantStore:
-        return SQLiteStore(self.missing_path, columns)
+        return SQLiteStore(self.missing_path, columns, reactor=reactor)
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         connection = sqlite3.connect(self.path)
@@ -180,10 +181,10 @@ class PostgresBackend:
         self.dbname = dsn.rsplit("/", 1)[1]
 
     def make_store(self, columns: Columns) -> IRegistrantStore:
-        return PostgresStore(self.dsn, columns)
+        return PostgresStore(self.dsn, columns, reactor=reactor)
 
     def unreachable_store(self, columns: Columns) -> IRegistrantStore:
-        return PostgresStore(f"postgres://postgres@127.0.0.1:{free_port('tcp')}/x", columns)
+        return PostgresStore(f"postgres://postgres@127.0.0.1:{free_port('tcp')}/x", columns, reactor=reactor)
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         connection = self.cluster.connect(self.dbname)
@@ -302,10 +303,10 @@ class MySQLBackend:
         self.dbname = url.rsplit("/", 1)[1]
 
     def make_store(self, columns: Columns) -> IRegistrantStore:
-        return MySQLStore(self.url, columns)
+        return MySQLStore(self.url, columns, reactor=reactor)
 
     def unreachable_store(self, columns: Columns) -> IRegistrantStore:
-        return MySQLStore(f"mysql://uac:pw@127.0.0.1:{free_port('tcp')}/x", columns)
+        return MySQLStore(f"mysql://uac:pw@127.0.0.1:{free_port('tcp')}/x", columns, reactor=reactor)
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         self.server.execute(sql.replace("?", "%s"), tuple(params) or None, self.dbname)

@@ -23,6 +23,7 @@ from uacregistrant.store import make_store
 from uacregistrant.store.interface import StoreError, StoreUnavailable
 from uacregistrant.store.postgres import PostgresStore, _Detector
 from uacregistrant.store.rows import Columns
+from uacregistrant.store.url import parse_db_url
 
 # Generous: a call that "fails fast" answers in milliseconds; a hang meets this.
 FAST = 5.0
@@ -79,7 +80,7 @@ def new_delayed_calls(before: set[Any]) -> list[Any]:
 
 
 async def open_store(dsn: str, columns: Columns = Columns()) -> PostgresStore:
-    store = PostgresStore(dsn, columns)
+    store = PostgresStore(dsn, columns, reactor=reactor)
     await timed(store.open())
     return store
 
@@ -134,7 +135,7 @@ async def test_opensips_created_table_works_unchanged(backend: PostgresBackend) 
 def test_make_store_postgres() -> None:
     for url in ("postgres://alice:pa55@127.0.0.1:5432/opensips",
                 "postgresql://alice:pa55@127.0.0.1:5432/opensips"):
-        store = make_store(url, Columns(table="t"))
+        store = make_store(parse_db_url(url), Columns(table="t"), reactor)
         assert isinstance(store, PostgresStore)
         assert store.dsn == url
         assert store.columns == Columns(table="t")
@@ -178,7 +179,7 @@ async def test_silent_server_times_out() -> None:
         before = set(reactor.getDelayedCalls())
         store = PostgresStore(
             f"postgres://alice:s3cr3t@127.0.0.1:{listening.getHost().port}/x", Columns(),
-            connect_timeout=0.2)
+            reactor=reactor, connect_timeout=0.2)
         with pytest.raises(StoreUnavailable, match="no answer within 0.2 s") as caught:
             await timed(store.open())
         assert "s3cr3t" not in str(caught.value)
@@ -259,7 +260,7 @@ async def test_kill_backends_while_idle_recovers(
 
 @pytest_twisted.ensureDeferred
 async def test_open_while_down_can_be_retried(postgres: Postgres, pg_dsn: str) -> None:
-    store = PostgresStore(pg_dsn, Columns())
+    store = PostgresStore(pg_dsn, Columns(), reactor=reactor)
     before = set(reactor.getDelayedCalls())
     postgres.stop()
     try:
@@ -359,7 +360,7 @@ async def test_concurrent_calls_serialise(backend: PostgresBackend) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_two_nodes_opening_together_create_once(backend: PostgresBackend) -> None:
-    stores = [PostgresStore(backend.dsn, Columns()) for _ in range(4)]
+    stores = [PostgresStore(backend.dsn, Columns(), reactor=reactor) for _ in range(4)]
     await defer.gatherResults([s.open() for s in stores], consumeErrors=True)
     try:
         assert backend.version_rows() == [("registrant", 3)]
@@ -397,7 +398,7 @@ async def test_error_text_has_no_row_values(backend: PostgresBackend) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_close_during_open(pg_dsn: str) -> None:
-    store = PostgresStore(pg_dsn, Columns())
+    store = PostgresStore(pg_dsn, Columns(), reactor=reactor)
     opening = store.open()
     await store.close()
     with pytest.raises(StoreUnavailable):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -265,34 +263,6 @@ def test_columns_defaults_are_opensips() -> None:
         "id", "registrar", "proxy", "aor", "third_party_registrant", "username", "password",
         "binding_URI", "binding_params", "expiry", "forced_socket", "cluster_shtag", "state",
     ]
-
-
-def test_columns_from_config() -> None:
-    config = SimpleNamespace(
-        table_name="reg",
-        registrar_column="c_registrar",
-        proxy_column="c_proxy",
-        aor_column="c_aor",
-        third_party_registrant_column="c_tpr",
-        username_column="c_user",
-        password_column="c_pass",
-        binding_URI_column="c_binding",
-        binding_params_column="c_params",
-        expiry_column="c_expiry",
-        forced_socket_column="c_socket",
-        cluster_shtag_column="c_shtag",
-        state_column="c_state",
-    )
-    assert Columns.from_config(config) == Columns(
-        "reg", "c_registrar", "c_proxy", "c_aor", "c_tpr", "c_user", "c_pass", "c_binding",
-        "c_params", "c_expiry", "c_socket", "c_shtag", "c_state",
-    )
-
-
-def test_columns_from_default_config_are_defaults() -> None:
-    from uacregistrant.config import Config
-
-    assert Columns.from_config(Config()) == Columns()
 
 
 # Arbitrary rows: whatever a table or an MI call holds, the validator answers

@@ -6,11 +6,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest_twisted
+from twisted.internet import reactor
 
 from tests.store.conftest import SQLiteBackend
 from uacregistrant.store import make_store
 from uacregistrant.store.rows import Columns
 from uacregistrant.store.sqlite import SQLiteStore
+from uacregistrant.store.url import parse_db_url
 
 
 def _shape(path: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
@@ -29,7 +31,7 @@ def _shape(path: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]
 
 @pytest_twisted.ensureDeferred
 async def test_created_table_has_opensips_shape(tmp_path: Path) -> None:
-    ours = SQLiteStore(str(tmp_path / "ours.sqlite"), Columns())
+    ours = SQLiteStore(str(tmp_path / "ours.sqlite"), Columns(), reactor=reactor)
     await ours.open()
     await ours.close()
     theirs = SQLiteBackend(tmp_path)
@@ -41,7 +43,7 @@ async def test_created_table_has_opensips_shape(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_wal_mode(tmp_path: Path) -> None:
     path = str(tmp_path / "wal.sqlite")
-    store = SQLiteStore(path, Columns())
+    store = SQLiteStore(path, Columns(), reactor=reactor)
     await store.open()
     try:
         connection = sqlite3.connect(path)
@@ -75,7 +77,7 @@ async def test_many_rows_load(tmp_path: Path) -> None:
 
 
 def test_make_store_sqlite(tmp_path: Path) -> None:
-    store = make_store(f"sqlite:///{tmp_path}/reg.sqlite", Columns(table="t"))
+    store = make_store(parse_db_url(f"sqlite:///{tmp_path}/reg.sqlite"), Columns(table="t"), reactor)
     assert isinstance(store, SQLiteStore)
     assert store.path == f"{tmp_path}/reg.sqlite"
     assert store.columns == Columns(table="t")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from uacregistrant.transport.listen import Destination, SocketSpec, parse_socket
+from uacregistrant.transport.listen import Destination, SocketSpec, parse_address, parse_socket
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,29 @@ def test_sent_by_and_family() -> None:
     assert parse_socket("udp:[::1]:5060").family == 6
     assert parse_socket("tcp:127.0.0.1:5070").sent_by == "127.0.0.1:5070"
     assert parse_socket("tcp:127.0.0.1:5070").family == 4
+
+
+def test_parse_address() -> None:
+    assert parse_address("127.0.0.1:53") == ("127.0.0.1", 53)
+    assert parse_address("[::1]:5353") == ("::1", 5353)
+    assert parse_address("[2001:DB8::1]:53") == ("2001:db8::1", 53)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("::1:53", "expected IP:PORT"),
+        ("127.0.0.1", "expected IP:PORT"),
+        ("dns.example.test:53", "is not an IP address"),
+        ("[::1]53", "expected \\[IPv6\\]:PORT"),
+        ("127.0.0.1:0", "1-65535"),
+        ("127.0.0.1:65536", "1-65535"),
+        ("127.0.0.1:\u0665\u0663", "1-65535"),
+    ],
+)
+def test_parse_address_refuses_with_a_reason(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_address(text)
 
 
 def test_destination() -> None:

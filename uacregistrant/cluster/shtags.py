@@ -38,7 +38,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..config import parse_db_url
 from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.persist import resume, snapshot
@@ -73,11 +72,11 @@ def resumable(state: RuntimeState, now: float) -> RuntimeState:
 
 def lock_backend(config, reactor) -> ILockBackend:
     """The lock backend on the database of ``db_url``."""
-    if parse_db_url(config.db_url).kind == "mysql":
+    if config.db_url.kind == "mysql":
         from .mysql_locks import MySQLLocks
 
-        return MySQLLocks(config.db_url, config.node_id, reactor, takeover_s=config.shtag_takeover_s)
-    return PostgresLocks(config.db_url, config.node_id, reactor)
+        return MySQLLocks(config.db_url.dsn, config.node_id, reactor, takeover_s=config.shtag_takeover_s)
+    return PostgresLocks(config.db_url.dsn, config.node_id, reactor)
 
 
 class UnknownTag(KeyError):

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from uacregistrant.store.interface import IRegistrantStore
 from uacregistrant.store.rows import Columns
+from uacregistrant.store.url import DbUrl
 
 
-def make_store(db_url: str, columns: Columns) -> IRegistrantStore:
-    """The store for a ``db_url``; errors never repeat the URL (it may hold a password)."""
-    # Imported here: config may import store.rows, and rows must stay Twisted-free.
-    from uacregistrant.config import parse_db_url
-    from uacregistrant.store.mysql import MySQLStore
-    from uacregistrant.store.postgres import PostgresStore
-    from uacregistrant.store.sqlite import SQLiteStore
-
-    db = parse_db_url(db_url)
+def make_store(db: DbUrl, columns: Columns, reactor: Any) -> IRegistrantStore:
+    """The store a ``db_url`` names."""
+    # Imported here: each pulls in its database driver.
     if db.kind == "sqlite":
-        return SQLiteStore(db.path, columns)
+        from uacregistrant.store.sqlite import SQLiteStore
+
+        return SQLiteStore(db.path, columns, reactor=reactor)
     if db.kind == "mysql":
-        return MySQLStore(db.dsn, columns)
-    return PostgresStore(db.dsn, columns)
+        from uacregistrant.store.mysql import MySQLStore
+
+        return MySQLStore(db.dsn, columns, reactor=reactor)
+    from uacregistrant.store.postgres import PostgresStore
+
+    return PostgresStore(db.dsn, columns, reactor=reactor)

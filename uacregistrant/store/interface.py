@@ -84,6 +84,11 @@ class IRegistrantStore(Interface):
     """
 
     columns = Attribute("The Columns this store reads and writes.")
+    retry_unavailable = Attribute(
+        "True when StoreUnavailable from open() or load() may pass by itself (a database"
+        " server restarting), so start-up waits and tries again; False when it will not"
+        " (a file that cannot be opened), so start-up stops."
+    )
 
     def open():
         """Connect; create the missing tables; refuse a table version other than 3.

@@ -16,6 +16,9 @@ from .rows import Columns, row_from_record
 class MemoryStore:
     """Rows as dicts of logical column names, ``id`` counted from 1."""
 
+    # ``available`` can be set back to True: like a server, an outage passes.
+    retry_unavailable = True
+
     def __init__(self, records: Iterable[RecordConfig] = (), columns: Columns = Columns()) -> None:
         self.columns = columns
         self.rows: dict[RecordKey, dict[str, object]] = {}

@@ -150,18 +150,21 @@ class _Pool(adbapi.ConnectionPool):
 
 @implementer(IRegistrantStore)
 class MySQLStore(DbapiStore):
-    """``MySQLStore(url, columns, *, reactor=None, ...)`` on one PyMySQL connection.
+    """``MySQLStore(url, columns, *, reactor, ...)`` on one PyMySQL connection.
 
     Timeouts bound every wait on the server: connecting, and each read or
     write on the socket (a server that stopped answering, a dead host).
     """
+
+    # A server that is down may come back: start-up waits for it.
+    retry_unavailable = True
 
     def __init__(
         self,
         url: str,
         columns: Columns,
         *,
-        reactor: Any = None,
+        reactor: Any,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         write_timeout: float = 60.0,
@@ -177,7 +180,6 @@ class MySQLStore(DbapiStore):
         where: dict[str, Any] = (
             {"unix_socket": p.unix_socket} if p.unix_socket else {"host": p.host, "port": p.port}
         )
-        extra = {} if self._reactor is None else {"cp_reactor": self._reactor}
         return _Pool(
             "pymysql",
             user=p.user,
@@ -193,7 +195,7 @@ class MySQLStore(DbapiStore):
             cp_max=1,
             cp_noisy=False,
             **where,
-            **extra,
+            cp_reactor=self._reactor,
         )
 
     def _open_schema(self, txn: Any) -> None:

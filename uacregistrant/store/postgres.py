@@ -26,7 +26,6 @@ from twisted.python.failure import Failure
 from txpostgres import reconnection, txpostgres
 from zope.interface import implementer
 
-from uacregistrant.config import redact_url
 from uacregistrant.registrant.record import RecordConfig, RecordKey
 from uacregistrant.store.interface import (
     IRegistrantStore,
@@ -47,6 +46,7 @@ from uacregistrant.store.schema import (
     runtime_from_row,
     runtime_params,
 )
+from uacregistrant.store.url import redact_url
 
 T = TypeVar("T")
 
@@ -190,7 +190,7 @@ def _close_connection(connection: txpostgres.Connection) -> None:
 
 @implementer(IRegistrantStore)
 class PostgresStore:
-    """``PostgresStore(dsn, columns, *, reactor=None)`` on one txpostgres connection.
+    """``PostgresStore(dsn, columns, *, reactor)`` on one txpostgres connection.
 
     ``dsn`` is a libpq URL (``postgres://user:password@host:port/dbname``).
     A failed ``open()`` may be retried on the same store; after ``close()``
@@ -198,13 +198,15 @@ class PostgresStore:
     """
 
     log = Logger()
+    # A server that is down may come back: start-up waits for it.
+    retry_unavailable = True
 
     def __init__(
         self,
         dsn: str,
         columns: Columns,
         *,
-        reactor: Any = None,
+        reactor: Any,
         connect_timeout: float = 10.0,
     ) -> None:
         self.dsn = dsn
@@ -234,8 +236,6 @@ class PostgresStore:
         if self._connection is not None:
             return fail(StoreError("the store is already open"))
         reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor
         detector = _Detector(lambda: self._connect(connection, reactor), reactor, self._shown)
         connection = txpostgres.Connection(reactor, detector=detector)
         for handler in self._recovery_handlers:

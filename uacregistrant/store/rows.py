@@ -12,7 +12,6 @@ import re
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from uacregistrant.registrant.record import RecordConfig
 from uacregistrant.sip.errors import ParseError
@@ -74,25 +73,6 @@ class Columns:
     forced_socket: str = "forced_socket"
     cluster_shtag: str = "cluster_shtag"
     state: str = "state"
-
-    @classmethod
-    def from_config(cls, config: Any) -> Columns:
-        """Read ``table_name`` and the twelve ``*_column`` parameters."""
-        return cls(
-            table=config.table_name,
-            registrar=config.registrar_column,
-            proxy=config.proxy_column,
-            aor=config.aor_column,
-            third_party_registrant=config.third_party_registrant_column,
-            username=config.username_column,
-            password=config.password_column,
-            binding_uri=config.binding_URI_column,
-            binding_params=config.binding_params_column,
-            expiry=config.expiry_column,
-            forced_socket=config.forced_socket_column,
-            cluster_shtag=config.cluster_shtag_column,
-            state=config.state_column,
-        )
 
     def physical(self, logical: str) -> str:
         """The database name of a logical column (``id`` is always ``id``)."""

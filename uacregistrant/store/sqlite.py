@@ -78,7 +78,7 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 @implementer(IRegistrantStore)
 class SQLiteStore(DbapiStore):
-    """``SQLiteStore(path, columns)``: one connection, one worker thread (cp_max=1).
+    """``SQLiteStore(path, columns, reactor=...)``: one connection, one worker thread (cp_max=1).
 
     The connection follows the file at ``path``: each call first checks that
     the file is the one the connection has open (device and inode), reopens it
@@ -89,9 +89,13 @@ class SQLiteStore(DbapiStore):
     statement keeps it reading an old snapshot.
     """
 
-    def __init__(self, path: str, columns: Columns) -> None:
+    # A file that cannot be opened stays so: start-up stops instead of waiting.
+    retry_unavailable = False
+
+    def __init__(self, path: str, columns: Columns, *, reactor: Any) -> None:
         super().__init__(SQLITE, columns)
         self.path = path
+        self._reactor = reactor
         # Touched only in the database thread (cp_max=1).
         self._file: tuple[int, int] | None = None
         self._missing = False
@@ -175,6 +179,7 @@ class SQLiteStore(DbapiStore):
             cp_min=1,
             cp_max=1,
             cp_openfun=_on_open,
+            cp_reactor=self._reactor,
         )
 
     def _translate(self, failure: Failure) -> Failure:

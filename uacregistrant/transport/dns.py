@@ -24,7 +24,6 @@ from twisted.names.error import DNSNameError, DomainError
 from twisted.names.error import TimeoutError as NamesTimeoutError
 from twisted.python.failure import Failure
 
-from ..config import parse_dns_server
 from ..sip.errors import ParseError, SIPError
 from ..sip.uri import parse_uri
 from .listen import Destination
@@ -111,17 +110,14 @@ def order_srv(records: Sequence[dns.Record_SRV], rng: random.Random) -> list[dns
     return ordered
 
 
-def make_resolver(dns_servers: Sequence[str] = (), reactor: Any = None) -> IResolver:
-    """An ``IResolver``: /etc/hosts, then ``dns_servers`` (``IP:PORT``) or resolv.conf's servers.
+def make_resolver(dns_servers: Sequence[tuple[str, int]], reactor: Any) -> IResolver:
+    """An ``IResolver``: /etc/hosts, then ``dns_servers`` ((ip, port)) or resolv.conf's servers.
 
     With ``dns_servers`` given only those servers are asked; resolv.conf's are
     not mixed in.  No cache here: ``SIPResolver`` keeps its own, bound by the TTLs.
     """
-    if reactor is None:
-        from twisted.internet import reactor
     if dns_servers:
-        servers = [parse_dns_server(text) for text in dns_servers]
-        upstream = client.Resolver(servers=servers, reactor=reactor)
+        upstream = client.Resolver(servers=list(dns_servers), reactor=reactor)
     else:
         upstream = client.Resolver(resolv=b"/etc/resolv.conf", reactor=reactor)
     return resolve.ResolverChain([hosts.Resolver(b"/etc/hosts"), upstream])

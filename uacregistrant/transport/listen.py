@@ -1,4 +1,7 @@
-"""Socket specifications in OpenSIPS syntax, and where a request goes."""
+"""Socket specifications in OpenSIPS syntax, server addresses, and where a request goes.
+
+Pure code that imports nothing of ours: the configuration parses with it.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +75,31 @@ def parse_socket(text: str) -> SocketSpec:
     else:
         raise ValueError(f"socket {text!r}: port {port_text!r} is not a number from 0 to 65535")
     return SocketSpec(transport, str(address), port)
+
+
+def format_address(address: tuple[str, int]) -> str:
+    """(ip, port) → ``IP:PORT`` (IPv6 as ``[IP]:PORT``), as ``parse_address`` reads it."""
+    return _host_port(*address)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``IP:PORT`` (IPv6 as ``[IP]:PORT``) → (ip, port); ValueError if malformed."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"{text!r}: expected [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon or ":" in host:
+            raise ValueError(f"{text!r}: expected IP:PORT (IPv6 as [IP]:PORT)")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be 1-65535")
+    return str(address), int(port_text)
 
 
 @dataclass(frozen=True, slots=True)
