@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 
 from uacregistrant.registrant.record import RecordConfig, RecordKey
 from uacregistrant.store.interface import RuntimeState
@@ -40,7 +41,7 @@ def insert(path: str, aor: str, password_sql: str = "'pw'") -> None:
 @pytest_twisted.ensureDeferred
 async def test_invalid_utf8_row_is_skipped_and_the_connection_keeps_working(tmp_path: Path) -> None:
     path = str(tmp_path / "reg.sqlite")
-    store = SQLiteStore(path, Columns())
+    store = SQLiteStore(path, Columns(), reactor=reactor)
     await store.open()
     try:
         insert(path, "sip:good1@127.0.0.1")

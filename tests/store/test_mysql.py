@@ -16,6 +16,7 @@ from uacregistrant.store import make_store
 from uacregistrant.store.interface import NoSuchRow, StoreError, StoreUnavailable
 from uacregistrant.store.mysql import MySQLStore, mysql_params
 from uacregistrant.store.rows import Columns
+from uacregistrant.store.url import parse_db_url
 
 # Generous: a call that "fails fast" answers in milliseconds; a hang meets this.
 FAST = 5.0
@@ -31,7 +32,7 @@ async def timed(d: defer.Deferred[Any], seconds: float = FAST) -> Any:
 
 
 async def open_store(url: str, columns: Columns = Columns()) -> MySQLStore:
-    store = MySQLStore(url, columns)
+    store = MySQLStore(url, columns, reactor=reactor)
     await timed(store.open())
     return store
 
@@ -126,7 +127,7 @@ def test_url_forms() -> None:
 
 
 def test_make_store_mysql() -> None:
-    store = make_store("mysql://alice:pa55@127.0.0.1:3307/opensips", Columns(table="t"))
+    store = make_store(parse_db_url("mysql://alice:pa55@127.0.0.1:3307/opensips"), Columns(table="t"), reactor)
     assert isinstance(store, MySQLStore)
     assert store.params.port == 3307 and store.columns == Columns(table="t")
 
@@ -135,7 +136,7 @@ def test_make_store_mysql() -> None:
 async def test_wrong_password_is_unavailable_without_the_password(
         mariadb: MariaDB, backend: MySQLBackend) -> None:
     url = backend.url.replace(PASSWORD, "wrong-Secret-9")
-    store = MySQLStore(url, Columns())
+    store = MySQLStore(url, Columns(), reactor=reactor)
     with pytest.raises(StoreUnavailable) as e:
         await timed(store.open())
     assert "wrong-Secret-9" not in str(e.value) and "Access denied" in str(e.value)
@@ -143,7 +144,7 @@ async def test_wrong_password_is_unavailable_without_the_password(
 
 @pytest_twisted.ensureDeferred
 async def test_unreachable_server_fails_fast() -> None:
-    store = MySQLStore(f"mysql://u:s3cret@127.0.0.1:{free_port('tcp')}/x", Columns())
+    store = MySQLStore(f"mysql://u:s3cret@127.0.0.1:{free_port('tcp')}/x", Columns(), reactor=reactor)
     with pytest.raises(StoreUnavailable) as e:
         await timed(store.open())
     assert "s3cret" not in str(e.value)
@@ -222,7 +223,7 @@ async def test_sql_error_is_store_error_and_connection_stays(backend: MySQLBacke
 
 @pytest_twisted.ensureDeferred
 async def test_two_nodes_opening_together_create_once(backend: MySQLBackend) -> None:
-    stores = [MySQLStore(backend.url, Columns()) for _ in range(3)]
+    stores = [MySQLStore(backend.url, Columns(), reactor=reactor) for _ in range(3)]
     try:
         await timed(defer.gatherResults([s.open() for s in stores], consumeErrors=True))
         assert backend.version_rows() == [("registrant", 3)]

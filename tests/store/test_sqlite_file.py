@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.logger import Logger, formatEvent
 
 from tests.store.conftest import SQLiteBackend
@@ -21,7 +22,7 @@ from uacregistrant.store.sqlite import SQLiteStore
 
 
 async def opened(path: Path, events: list[dict[str, Any]]) -> SQLiteStore:
-    store = SQLiteStore(str(path), Columns())
+    store = SQLiteStore(str(path), Columns(), reactor=reactor)
     store.log = Logger(observer=events.append)
     await store.open()
     return store
