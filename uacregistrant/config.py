@@ -87,6 +87,9 @@ class Config:
     )
     mi_listen: str = _param("tcp:8888:interface=127.0.0.1", "Twisted endpoint of the MI HTTP server")
     mi_token: str | None = _param(None, "bearer token required by the MI server", shown=False)
+    mi_fifo: str | None = _param(None, "path of the MI FIFO (OpenSIPS mi_fifo's fifo_name); off when unset")
+    mi_fifo_mode: str = _param("0660", "permissions of the MI FIFO, in octal")
+    mi_fifo_reply_dir: str = _param("/tmp/", "directory of the clients' reply FIFOs")
     user_agent: str = _param(f"uac-registrant {__version__}", "User-Agent header value")
     max_register_rate: float = _param(0.0, "REGISTERs per second at most (0: unlimited)")
     unregister_on_shutdown: bool = _param(True, "1: unREGISTER bound records when stopping")
@@ -366,6 +369,13 @@ def _check_mi(config: Config) -> None:
     if config.mi_token is not None and not _printable_word(config.mi_token):
         # The token travels in an HTTP header; never echo it.
         raise ConfigError("mi_token", "must be printable text without spaces")
+    if not re.fullmatch(r"0?[0-7]{3}", config.mi_fifo_mode) or int(config.mi_fifo_mode, 8) == 0:
+        raise ConfigError("mi_fifo_mode", f"{config.mi_fifo_mode!r} is not octal permissions such as 0660")
+    if config.mi_fifo is not None:
+        if not config.mi_fifo or "\0" in config.mi_fifo:
+            raise ConfigError("mi_fifo", "must be a file path")
+        if not os.path.isdir(config.mi_fifo_reply_dir):
+            raise ConfigError("mi_fifo_reply_dir", f"{config.mi_fifo_reply_dir!r} is not a directory")
 
 
 def _check_tls(config: Config) -> None:

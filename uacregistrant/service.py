@@ -25,6 +25,7 @@ from .config import Config
 from .mi.cluster_commands import ClusterCommands
 from .mi.commands import RegistrantCommands
 from .mi.events import EventPoster
+from .mi.fifo import FifoError, MIFifo
 from .mi.jsonrpc import MIResource
 from .mi.metrics import Metrics, MetricsResource
 from .mi.site import HttpLimits, build_root, make_site
@@ -142,6 +143,7 @@ class RegistrantService(MultiService):
         # What to do when start-up cannot go on; twistd stops with a non-zero exit.
         self._on_fatal = on_fatal or (lambda why: None)
         self._mi_port = None
+        self._fifo: MIFifo | None = None
         self.mi_address = None
         # Clustering: sharing tags decide which records this node registers.
         self.cluster: ShtagManager | None = None
@@ -191,6 +193,8 @@ class RegistrantService(MultiService):
         if self.cluster is not None:
             ClusterCommands(self.cluster).add_to(table)
         config = self.config
+        if config.mi_fifo is not None:
+            self._start_fifo(table)
         mi = MIResource(
             table, token=config.mi_token, max_body=config.mi_max_body, on_call=self.metrics.mi_call
         )
@@ -217,6 +221,24 @@ class RegistrantService(MultiService):
             self._fatal(f"cannot serve MI on {self.config.mi_listen}: {failure.getErrorMessage()}")
 
         endpoint.listen(site).addCallbacks(listening, failed)
+
+    def _start_fifo(self, table) -> None:
+        fifo = MIFifo(
+            self.reactor,
+            self.config.mi_fifo,
+            table,
+            reply_dir=self.config.mi_fifo_reply_dir,
+            mode=int(self.config.mi_fifo_mode, 8),
+            max_request=self.config.mi_max_body,
+            on_call=self.metrics.mi_call,
+        )
+        try:
+            fifo.start()
+        except FifoError as e:
+            self._fatal(f"cannot serve MI on mi_fifo: {e}")
+            return
+        self._fifo = fifo
+        log.info("MI over the FIFO {path}", path=self.config.mi_fifo)
 
     @inlineCallbacks
     def _load(self) -> Deferred:
@@ -300,6 +322,9 @@ class RegistrantService(MultiService):
         if self._mi_port is not None:
             yield maybeDeferred(self._mi_port.stopListening)
             self._mi_port = None
+        if self._fifo is not None:
+            self._fifo.stop()
+            self._fifo = None
         if self.layer is not None:
             yield self.layer.stop()
         yield self.store.close()

@@ -206,6 +206,7 @@ def _envelope(body: dict[str, object], request_id: object) -> bytes:
 
 
 def error_body(error: MIError, request_id: object = None) -> bytes:
+    """A JSON-RPC error reply, encoded."""
     return _envelope({"error": error.to_json()}, request_id)
 
 
@@ -218,7 +219,9 @@ def _encode_result(result: object, request_id: object) -> bytes | StreamedList:
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class Call:
+    """One JSON-RPC request, its envelope checked."""
+
     method: str
     params: object
     request_id: object
@@ -257,7 +260,8 @@ def _loads(body: bytes) -> object:
         raise parse_error() from None
 
 
-def _parse_call(body: bytes) -> _Call:
+def parse_call(body: bytes) -> Call:
+    """The request in ``body``, or the MIError (parse error, invalid request) to answer."""
     message = _loads(body)
     if not isinstance(message, dict):
         raise invalid_request("batch requests are not supported" if isinstance(message, list) else None)
@@ -274,11 +278,11 @@ def _parse_call(body: bytes) -> _Call:
     params = message.get("params")
     if params is not None and not isinstance(params, (list, dict)):
         raise invalid_request("params must be an array or an object")
-    return _Call(method, params, request_id, notification="id" not in message)
+    return Call(method, params, request_id, notification="id" not in message)
 
 
-class _ProducerForTask:
-    """Lets the HTTP transport pause a cooperative task when its buffer fills."""
+class ProducerForTask:
+    """Lets a transport (HTTP, a reply FIFO) pause a cooperative task when its buffer fills."""
 
     def __init__(self, cooperative_task: task.CooperativeTask) -> None:
         self._task = cooperative_task
@@ -354,7 +358,7 @@ class MIResource(Resource):
             self._count(INVALID_CALL, "error")
             return error_body(invalid_request(f"body larger than {self._max_body} bytes"))
         try:
-            call = _parse_call(body)
+            call = parse_call(body)
         except MIError as error:
             self._count(INVALID_CALL, "error")
             return error_body(error)
@@ -376,16 +380,10 @@ class MIResource(Resource):
         if self._on_call is not None:
             self._on_call(method, result)
 
-    def _dispatch(self, request: Request, call: _Call) -> None:
+    def _dispatch(self, request: Request, call: Call) -> None:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        if call.method == WHICH:
-            label, outcome = WHICH, defer.succeed(self._commands.names() + [WHICH])
-        else:
-            command = self._commands.resolve(call.method)
-            label = command.name if command is not None else UNKNOWN_METHOD
-            outcome = defer.maybeDeferred(self._run, command, call.params)
-        outcome.addCallback(_encode_result, call.request_id)
+        label, outcome = run_call(self._commands, call)
 
         def reply(encoded: bytes | StreamedList) -> None:
             self._count(label, "ok")
@@ -403,31 +401,16 @@ class MIResource(Resource):
 
         def fail(failure: Failure) -> None:
             self._count(label, "error")
-            if failure.check(MIError):
-                error = failure.value
-            else:
-                # The exception text may carry secrets: it goes to the log only.
-                log.failure(
-                    "MI command {method} failed", failure, level=LogLevel.error, method=label
-                )
-                error = internal_error()
             if not gone:
-                request.write(error_body(error, call.request_id))
+                request.write(error_body(error_of(failure, label), call.request_id))
                 request.finish()
 
         outcome.addCallbacks(reply, fail)
 
-    @staticmethod
-    def _run(command: Command | None, params: object) -> Any:
-        if command is None:
-            raise method_not_found()
-        return command.handler(bind_params(command, params))
-
     def _stream(self, request: Request, result: StreamedList, request_id: object) -> None:
         gone: list[Failure] = []
-        request.write(b'{"jsonrpc":"2.0","result":{' + _dumps(result.key) + b":[")
-        streaming = task.cooperate(self._chunks(request, result.items))
-        producer = _ProducerForTask(streaming)
+        streaming = task.cooperate(write_each(request, stream_pieces(result, request_id)))
+        producer = ProducerForTask(streaming)
         request.registerProducer(producer, True)
 
         def hung_up(failure: Failure) -> None:
@@ -439,7 +422,6 @@ class MIResource(Resource):
         def done(_: object) -> None:
             request.unregisterProducer()
             if not gone:
-                request.write(b']},"id":' + _dumps(request_id) + b"}")
                 request.finish()
 
         def broken(failure: Failure) -> None:
@@ -452,12 +434,55 @@ class MIResource(Resource):
 
         streaming.whenDone().addCallbacks(done, broken)
 
-    @staticmethod
-    def _chunks(request: Request, items: Iterable[object]) -> Iterator[None]:
-        iterator = iter(items)
-        separator = b""
-        while chunk := list(islice(iterator, STREAM_CHUNK)):
-            request.write(separator + b",".join(_dumps(item) for item in chunk))
-            separator = b","
-            yield None
+
+
+# -- what every transport shares ---------------------------------------------------------
+
+
+def _run(command: Command | None, params: object) -> Any:
+    if command is None:
+        raise method_not_found()
+    return command.handler(bind_params(command, params))
+
+
+def run_call(commands: CommandTable, call: Call) -> tuple[str, defer.Deferred]:
+    """Run a call: its metric label, and a Deferred of the encoded reply.
+
+    The Deferred fires with bytes or a ``StreamedList`` (see ``stream_pieces``),
+    or fails; ``error_of`` turns the failure into the error to answer.
+    """
+    if call.method == WHICH:
+        label, outcome = WHICH, defer.succeed(commands.names() + [WHICH])
+    else:
+        command = commands.resolve(call.method)
+        label = command.name if command is not None else UNKNOWN_METHOD
+        outcome = defer.maybeDeferred(_run, command, call.params)
+    return label, outcome.addCallback(_encode_result, call.request_id)
+
+
+def error_of(failure: Failure, label: str) -> MIError:
+    """The JSON-RPC error for a failed call; anything but an MIError is logged."""
+    if failure.check(MIError):
+        return failure.value
+    # The exception text may carry secrets: it goes to the log only.
+    log.failure("MI command {method} failed", failure, level=LogLevel.error, method=label)
+    return internal_error()
+
+
+def stream_pieces(result: StreamedList, request_id: object) -> Iterator[bytes]:
+    """The reply to a call that returned ``result``, ``STREAM_CHUNK`` items a piece."""
+    yield b'{"jsonrpc":"2.0","result":{' + _dumps(result.key) + b":["
+    iterator = iter(result.items)
+    separator = b""
+    while chunk := list(islice(iterator, STREAM_CHUNK)):
+        yield separator + b",".join(_dumps(item) for item in chunk)
+        separator = b","
+    yield b']},"id":' + _dumps(request_id) + b"}"
+
+
+def write_each(consumer: Any, pieces: Iterable[bytes]) -> Iterator[None]:
+    """For ``task.cooperate``: one piece written per turn of the reactor."""
+    for piece in pieces:
+        consumer.write(piece)
+        yield None
 
