@@ -111,7 +111,7 @@ class Config:
     )
     retry_backoff_cap: int = _param(3600, "cap of the retry backoff in seconds (0: no growth)")
     # The edge: what one client of the MI server or of a SIP TCP/TLS socket may hold.
-    mi_max_body: int = _param(1 << 20, "largest MI request body in bytes (larger: 413)")
+    mi_max_body: int = _param(1 << 20, "largest MI request in bytes, over HTTP (larger: 413) and the FIFO")
     mi_idle_timeout: float = _param(30.0, "seconds an MI connection may idle or take per request")
     mi_max_connections: int = _param(64, "open MI connections at most (the oldest idle one makes room)")
     tcp_idle_timeout: float = _param(
