@@ -13,6 +13,7 @@ from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.record import RecordConfig, RecordKey
 from ..store.interface import IRegistrantStore, NoSuchRow, StoreError
+from ..sip.uri import redact_uri
 from ..store.rows import RowError
 from .jsonrpc import Command, CommandTable, MIError, StreamedList, server_error
 
@@ -45,23 +46,23 @@ def record_view(registrant: Registrant) -> dict[str, object]:
     """One reg_list entry: OpenSIPS's keys and order, then ours.  Never the credentials."""
     config = registrant.config
     view: dict[str, object] = {
-        "AOR": config.aor,
+        "AOR": redact_uri(config.aor),
         "expires": registrant.expires,
         "state": registrant.state.name,
         "enabled": "yes" if registrant.enabled else "no",
         "last_register_sent": ctime(registrant.last_register_sent),
         "registration_t_out": ctime(registrant.registration_timeout),
-        "registrar": config.registrar,
-        "binding": config.binding_uri,
+        "registrar": redact_uri(config.registrar),
+        "binding": redact_uri(config.binding_uri),
     }
     if config.binding_params:
         view["binding_params"] = config.binding_params
     if config.third_party_registrant:
-        view["third_party_registrant"] = config.third_party_registrant
+        view["third_party_registrant"] = redact_uri(config.third_party_registrant)
     if config.forced_socket:
         view["socket"] = config.forced_socket
     if config.proxy:
-        view["proxy"] = config.proxy
+        view["proxy"] = redact_uri(config.proxy)
     destination = registrant.destination
     if destination is not None and registrant.last_code is not None:
         view["dst_IP"] = "IPv6" if ":" in destination.host else "IPv4"

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 from uacregistrant.sip.errors import ParseError
 
-__all__ = ["URI", "parse_uri", "uri_equal", "unescape"]
+__all__ = ["URI", "parse_uri", "redact_uri", "uri_equal", "unescape"]
 
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ),
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," ).
@@ -159,6 +159,23 @@ def parse_uri(text: str) -> URI:
                 raise ParseError("bad URI header")
             headers.append((name, value))
     return URI(scheme, user, password, host, port, tuple(params), tuple(headers))
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with any password of its user part shown as ``***``.
+
+    For display only (lists, pages, logs): ``sip:bob:secret@host`` becomes
+    ``sip:bob:***@host``; anything else, parsable or not, is returned as is.
+    The userinfo ends at the first ``@``, as ``parse_uri`` reads it.
+    """
+    scheme, colon, rest = text.partition(":")
+    at = rest.find("@")
+    if not colon or at < 0:
+        return text
+    user, sep, _ = rest[:at].partition(":")
+    if not sep:
+        return text
+    return f"{scheme}:{user}:***{rest[at:]}"
 
 
 def _host_key(host: str) -> str:
