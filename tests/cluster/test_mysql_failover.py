@@ -33,12 +33,17 @@ def shared_cseq(mariadb, mysql_url, aor: str = "sip:alice@example.test"):
     return found[0][0] if found else None
 
 
-def test_the_other_node_takes_over_a_killed_one_with_the_same_call_id(registrar, nodes, mariadb, mysql_url):
+def registered_on_a(registrar, nodes, mysql_url):
+    """alice's record tagged vip/1, registered by node a; node b started after."""
     make_mysql_table(mysql_url, [row(registrar, "alice", "vip/1")])
     a = nodes.start("a")
     wait_until(lambda: held(a) == {"vip/1"}, 10, "node a holding vip/1")
     first = wait_until(lambda: one_binding(registrar), 10, "alice's binding")
-    b = nodes.start("b")
+    return a, nodes.start("b"), first
+
+
+def test_the_other_node_takes_over_a_killed_one_with_the_same_call_id(registrar, nodes, mariadb, mysql_url):
+    a, b, first = registered_on_a(registrar, nodes, mysql_url)
     refreshed = refreshed_after(registrar, first.cseq, first.call_id, EXPIRY)
     assert held(b) == set() and sent_total(b) == 0
     listed = {t["tag"]: t for t in b.mi("shtag_list")["result"]["Tags"]}
@@ -56,11 +61,7 @@ def test_the_other_node_takes_over_a_killed_one_with_the_same_call_id(registrar,
 
 
 def test_set_active_moves_the_tag_without_notifications(registrar, nodes, mysql_url):
-    make_mysql_table(mysql_url, [row(registrar, "alice", "vip/1")])
-    a = nodes.start("a")
-    wait_until(lambda: held(a) == {"vip/1"}, 10, "node a holding vip/1")
-    first = wait_until(lambda: one_binding(registrar), 10, "alice's binding")
-    b = nodes.start("b")
+    a, b, first = registered_on_a(registrar, nodes, mysql_url)
     wait_until(lambda: held(b) == set() and b.table_loaded(), 10, "node b up as standby")
     assert b.mi("shtag_set_active", ["vip/1"])["result"] == "OK"
     # Seen on a's next tick, taken on b's: two periods of TAKEOVER / 3.
@@ -70,11 +71,7 @@ def test_set_active_moves_the_tag_without_notifications(registrar, nodes, mysql_
 
 
 def test_killed_database_sessions_leave_exactly_one_holder(registrar, nodes, mariadb, mysql_url):
-    make_mysql_table(mysql_url, [row(registrar, "alice", "vip/1")])
-    a = nodes.start("a")
-    wait_until(lambda: held(a) == {"vip/1"}, 10, "node a holding vip/1")
-    first = wait_until(lambda: one_binding(registrar), 10, "alice's binding")
-    b = nodes.start("b")
+    a, b, first = registered_on_a(registrar, nodes, mysql_url)
     wait_until(lambda: b.table_loaded(), 10, "node b loaded")
     wait_until(lambda: shared_cseq(mariadb, mysql_url) is not None, 5, "alice's state shared")
     assert mariadb.kill_connections(mysql_url.rsplit("/", 1)[1]) >= 4  # store and lock sessions

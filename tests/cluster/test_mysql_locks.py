@@ -8,17 +8,9 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from zope.interface.verify import verifyObject
 
+from tests.cluster.test_locks import eventually
 from uacregistrant.cluster.locks import ILockBackend
 from uacregistrant.cluster.mysql_locks import MySQLLocks, lock_name
-
-
-async def eventually(check, timeout: float = 5.0):
-    """Poll ``check()`` (a coroutine function) until truthy."""
-    deadline = reactor.seconds() + timeout
-    while not (result := await check()):
-        assert reactor.seconds() < deadline, "condition not met in time"
-        await deferLater(reactor, 0.05, lambda: None)
-    return result
 
 
 @pytest.fixture

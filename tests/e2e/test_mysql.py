@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers import free_port
+from tests.peers.mariadb import PASSWORD
 
 from .service import ServiceProcess, make_mysql_table, mysql_query, wait_until
 from .test_mi import USERS, Lab, cli_json, named, opensips_cli
@@ -96,3 +97,4 @@ def test_opensips_cli_drives_a_mysql_backed_service(lab, mariadb):
     assert lab.db_rows()[bob["aor"]]["state"] == 1
     log = lab.proc.log_text()
     assert all(secret not in log for _, secret in USERS.values())
+    assert PASSWORD not in log  # the database's, from db_url

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
 import pytest
@@ -251,3 +254,22 @@ async def test_many_rows_load(backend: MySQLBackend) -> None:
         assert result.records[-1].aor == "sip:user19999@127.0.0.1"
     finally:
         await store.close()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_close_does_not_wait_for_a_silent_server(mariadb: MariaDB, backend: MySQLBackend) -> None:
+    """A server that stops answering (SIGSTOP) holds a call for read_timeout; close() is at once."""
+    store = await open_store(backend.url)
+    os.kill(mariadb.pid, signal.SIGSTOP)
+    try:
+        pending = store.load_rows()
+        await task.deferLater(reactor, 0.3, lambda: None)  # the call is on the wire by now
+        assert not pending.called
+        started = time.monotonic()
+        await store.close()
+        assert time.monotonic() - started < 2
+        with pytest.raises(StoreUnavailable):
+            await timed(pending)
+    finally:
+        os.kill(mariadb.pid, signal.SIGCONT)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 import queue
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +30,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..store.mysql import MYSQL, SCHEMA_LOCK, MySQLParams, mysql_params
+from ..store.mysql import MYSQL, SCHEMA_LOCK, MySQLParams, interrupt, mysql_params
 from ..store.schema import CLUSTER_NODES, CLUSTER_SESSIONS, CLUSTER_SHTAGS
 from .locks import ILockBackend, Owner, Survey, split_tag
 
@@ -68,14 +67,8 @@ class _Session:
 
     def close(self) -> None:
         """End the session now, even in the middle of a call."""
-        connection = self._connection
-        sock = getattr(connection, "_sock", None)
-        if sock is not None:
-            # Wakes the thread out of a read that may never return.
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        # Wakes the thread out of a read that may never return.
+        interrupt(self._connection)
         self._calls.put(None)
 
     def _work(self) -> None:

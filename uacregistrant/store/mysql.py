@@ -10,6 +10,7 @@ server is away each call fails fast with StoreUnavailable.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -122,6 +123,20 @@ def mysql_params(url: str) -> MySQLParams:
     )
 
 
+def interrupt(connection: Any) -> None:
+    """Make a call blocked on ``connection`` return now (from any thread).
+
+    PyMySQL has no cancel: shutting the socket down ends the read or write
+    the other thread is blocked in, which then fails as a lost connection.
+    """
+    sock = getattr(connection, "_sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class _Connection(adbapi.Connection):
     """adbapi's connection, made good again before every operation."""
 
@@ -131,6 +146,8 @@ class _Connection(adbapi.Connection):
         try:
             self._connection.ping(reconnect=False)
         except pymysql.err.Error:
+            if self._pool.closing:
+                raise
             self._connection.connect()
         return self._connection.cursor()
 
@@ -146,6 +163,8 @@ class _Connection(adbapi.Connection):
 
 class _Pool(adbapi.ConnectionPool):
     connectionFactory = _Connection
+    # Set before the connections are interrupted: a call cut short must not reconnect.
+    closing = False
 
 
 @implementer(IRegistrantStore)
@@ -197,6 +216,14 @@ class MySQLStore(DbapiStore):
             **where,
             cp_reactor=self._reactor,
         )
+
+    def _close_pool(self) -> None:
+        # Closing joins the worker thread: free it from a server that went silent first.
+        if self._pool is not None:
+            self._pool.closing = True
+            for connection in list(self._pool.connections.values()):
+                interrupt(connection)
+        super()._close_pool()
 
     def _open_schema(self, txn: Any) -> None:
         txn.execute("SELECT GET_LOCK(%s, 30)", (SCHEMA_LOCK,))
