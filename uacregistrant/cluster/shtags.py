@@ -64,10 +64,18 @@ def tag_of(registrant: Registrant) -> str | None:
 
 
 def resumable(state: RuntimeState, now: float) -> RuntimeState:
-    """A saved state caught in a refresh counts as registered while its binding lasts."""
+    """The saved state as a taker goes on from it.
+
+    Caught in a refresh, it counts as registered while its binding lasts.  Its
+    CSeq moves on by one per second since it was written: an owner cut off from
+    the database may have gone on refreshing meanwhile (a refresh every few
+    seconds at most), and the registrar refuses a CSeq below the last it saw in
+    the dialog.
+    """
+    unseen = max(0, int(now - state.updated_at))
     if state.state in _IN_REFRESH and state.expires_at > now:
-        return dataclasses.replace(state, state=int(State.REGISTERED_STATE))
-    return state
+        return dataclasses.replace(state, state=int(State.REGISTERED_STATE), cseq=state.cseq + unseen)
+    return dataclasses.replace(state, cseq=state.cseq + unseen)
 
 
 def lock_backend(config, reactor) -> ILockBackend:
