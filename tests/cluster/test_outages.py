@@ -17,7 +17,7 @@ from tests.peers import free_port, unavailable
 from tests.peers import postgres as postgres_peer
 
 from .proxy import Proxy
-from .test_failover import USERS, make_table
+from .test_failover import USERS, make_table, shared
 
 TAKEOVER = 3
 GRACE = TAKEOVER  # the manager's grace after its own reconnection
@@ -138,7 +138,14 @@ class Cluster:
             )
 
         wait_until(spread, 30, "the tags spread and every AOR bound")
-        return self.bindings()
+        call_ids = self.bindings()
+        # A takeover goes on from the shared state: wait until it is written.
+        wait_until(
+            lambda: all(shared(self.dsn, "call_id", f"sip:{u}@example.test") == c for u, c in call_ids.items()),
+            10,
+            "the dialogs shared",
+        )
+        return call_ids
 
 
 def holding(node: ServiceProcess) -> dict[str, str]:
