@@ -113,6 +113,10 @@ UPSERTS = [
     ({"aor": f"sip:up:{URI_SECRET}@127.0.0.1"}, "aor must not have a password in its user part"),
     ({"expiry": 9223372036854775807}, "expiry is above 2147483647"),
     ({"expiry": "9223372036854775807"}, "expiry is above 2147483647"),
+    ({"expiry": "\u0663\u0666\u0660\u0660"}, "expiry must be an integer"),
+    ({"expiry": "36_00"}, "expiry must be an integer"),
+    ({"expiry": "9" * 5000}, "expiry must be an integer"),
+    ({"state": "\u00b9"}, "state must be an integer"),
 ]
 
 

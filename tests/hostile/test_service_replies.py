@@ -53,6 +53,13 @@ def expires_zero(request: Request) -> list[bytes]:
                          to_tag="reg").to_bytes()]
 
 
+def huge_expiry(request: Request) -> list[bytes]:
+    huge = "9223372036854775807"
+    contact = re.sub(r";expires=\d+", f";expires={huge}", request.header("Contact") or "")
+    return [response_for(request, 200, "OK", [("Contact", contact), ("Expires", huge)],
+                         to_tag="reg").to_bytes()]
+
+
 def no_contact(request: Request) -> list[bytes]:
     return [response_for(request, 200, "OK", [], to_tag="reg").to_bytes()]
 
@@ -71,6 +78,7 @@ BEHAVIOURS = {
     "tight": min_expires_one_above,
     "zero": expires_zero,
     "nocontact": no_contact,
+    "hugeexpiry": huge_expiry,
     "digest": digest,
 }
 
@@ -169,6 +177,18 @@ def test_200_that_drops_our_binding_is_not_registered(
 ) -> None:
     answered(registrar, user)
     assert settled(service, f"sip:{user}@127.0.0.1") != "REGISTERED_STATE"
+
+
+def test_huge_granted_expiry_leaves_reg_list_and_the_status_page_working(
+    service: Hostile, registrar: ScriptedRegistrar
+) -> None:
+    answered(registrar, "hugeexpiry")
+    settled(service, "sip:hugeexpiry@127.0.0.1")
+    record = service.records()["sip:hugeexpiry@127.0.0.1"]
+    assert record["expires"] <= 2**32
+    status, reply = service.http("/status/records.json")
+    assert status == 200
+    assert b"hugeexpiry" in reply
 
 
 def test_no_secret_and_no_traceback_in_the_log(service: Hostile) -> None:

@@ -230,7 +230,9 @@ class RegistrantCommands:
 
 
 def _integer(name: str, value: object) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        raise MIError(-32602, "Invalid params", f"{name} must be an integer") from None
+    # ASCII digits only: int() would also take "٣٦٠٠", " 36_00 " or 5,000 digits.
+    text = str(value)
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
+        raise MIError(-32602, "Invalid params", f"{name} must be an integer")
+    return int(text)
