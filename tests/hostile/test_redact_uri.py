@@ -45,7 +45,8 @@ def test_only_the_password_changes(scheme: str, user: str, password: str, hostpa
     except ParseError:
         return
     shown = redact_uri(text)
-    assert f":{password}@" not in shown
+    if password != "***":
+        assert f":{password}@" not in shown
     assert parse_uri(shown) == dataclasses.replace(uri, password="***")
 
 
