@@ -5,12 +5,14 @@ injected clock."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
 from tests.hostile.http_client import RawClient, connect
+from tests.transport.certs import CertificateAuthority
 from uacregistrant.transport.listen import parse_socket
 from uacregistrant.transport.stream import StreamLimits, StreamSocket
 from uacregistrant.transport.tls import TLSSettings
@@ -44,17 +46,15 @@ class ClockedReactor:
 
     def __init__(self, clock: task.Clock) -> None:
         self.listenTCP = reactor.listenTCP
+        self.listenSSL = reactor.listenSSL
         self.callLater = clock.callLater
 
 
 class Listener:
-    def __init__(self) -> None:
+    def __init__(self, spec: str = "tcp:127.0.0.1:0", tls: TLSSettings = TLSSettings()) -> None:
         self.clock = task.Clock()
         self.receiver = Receiver()
-        self.socket = StreamSocket(
-            parse_socket("tcp:127.0.0.1:0"), ClockedReactor(self.clock), TLSSettings(),
-            self.receiver, LIMITS,
-        )
+        self.socket = StreamSocket(parse_socket(spec), ClockedReactor(self.clock), tls, self.receiver, LIMITS)
         self.port = self.socket.listen().port
 
     async def settle(self) -> None:
@@ -120,3 +120,27 @@ async def test_cap_closes_the_oldest_accepted_connection(listener: Listener) -> 
     assert not any(c.closed.called for c in clients[1:])
     assert len(listener.socket.cap) == LIMITS.max_connections
     assert listener.socket.cap.evicted == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_connections_are_capped_and_timed_out_alike(tmp_path: Path) -> None:
+    authority = CertificateAuthority(tmp_path)
+    server = authority.issue("registrant.test")
+    listener = Listener("tls:127.0.0.1:0", TLSSettings(cert_file=str(server.cert_file),
+                                                       key_file=str(server.key_file)))
+    try:
+        # Plain TCP clients that never start the handshake: the cheapest flood.
+        clients = []
+        for _ in range(LIMITS.max_connections + 2):
+            clients.append(await connect(listener.port))
+            await listener.settle()
+        await clients[0].closed
+        await clients[1].closed
+        assert len(listener.socket.cap) == LIMITS.max_connections
+        listener.clock.advance(LIMITS.idle_timeout + 1)
+        for client in clients[2:]:
+            await client.closed
+        await listener.settle()
+        assert len(listener.socket.cap) == 0
+    finally:
+        await listener.socket.close()
