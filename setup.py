@@ -1,8 +1,15 @@
+import re
+
 from setuptools import find_packages, setup
+
+# The one place the version is written; read, not imported (the dependencies
+# may not be installed yet).
+with open("uacregistrant/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.M).group(1)
 
 setup(
     name="uac-registrant",
-    version="0.1.0",
+    version=VERSION,
     description="A SIP registrant service on Twisted, a drop-in for OpenSIPS uac_registrant",
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",

@@ -8,9 +8,10 @@ import pytest
 from twisted.python import usage
 
 from uacregistrant import __version__
-from uacregistrant.config import Config, ConfigError, DbUrl, Options, load_config
+from uacregistrant.config import Config, ConfigError, DbUrl, load_config
 from uacregistrant.store.rows import Columns
 from uacregistrant.store.url import parse_db_url
+from uacregistrant.tap import Options
 from uacregistrant.transport.listen import SocketSpec
 
 PG_URL = "postgres://reg:s3cr3tpw@127.0.0.1:5432/registrant"
@@ -202,6 +203,8 @@ BAD = [
     ({"event_url": "http:///events"}, "event_url"),
     ({"user_agent": "two\nlines"}, "user_agent"),
     ({"no_such_thing": "1"}, "no_such_thing"),
+    ({"log_level": "loud"}, "log_level"),
+    ({"log_level": "INFO"}, "log_level"),
 ]
 
 

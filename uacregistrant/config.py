@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
-from twisted.python import usage
 
 from uacregistrant import __version__
 from uacregistrant.store.rows import Columns
@@ -26,7 +25,7 @@ from uacregistrant.store.url import DbUrl, parse_db_url, redact_url
 from uacregistrant.transport.listen import SocketSpec, format_address, parse_address, parse_socket
 from uacregistrant.transport.tls import load_ca_bundle
 
-__all__ = ["Config", "ConfigError", "DbUrl", "Options", "load_config", "validate"]
+__all__ = ["Config", "ConfigError", "DbUrl", "load_config", "validate"]
 
 
 class ConfigError(Exception):
@@ -59,10 +58,10 @@ class Config:
     # OpenSIPS refuses values below 10 s; we accept down to 1 s (still at least the
     # number of buckets) so that tests and small labs can run fast sweeps.
     timer_interval: int = _param(100, "seconds for a full sweep of all buckets")
-    enable_clustering: bool = _param(False, "1: share records by cluster_shtag (PostgreSQL only)")
+    enable_clustering: bool = _param(False, "1: share records by cluster_shtag (PostgreSQL or MySQL)")
     db_url: DbUrl = _param(
         DbUrl("sqlite", path="uac-registrant.sqlite"),
-        "sqlite:///rel/path, sqlite:////abs/path or postgres://user:pw@host:port/db",
+        "sqlite:///rel/path, sqlite:////abs/path, postgres://user:pw@host:port/db or mysql://...",
     )
     table_name: str = _param("registrant", "table holding the registrant records")
     registrar_column: str = _param("registrar", "column of the registrar URI")
@@ -110,6 +109,7 @@ class Config:
         600.0, "seconds a node cut off from the database keeps its sharing tags (0: for ever)"
     )
     retry_backoff_cap: int = _param(3600, "cap of the retry backoff in seconds (0: no growth)")
+    log_level: str = _param("info", "least severe log level shown: debug, info, warn, error, critical")
     # The edge: what one client of the MI server or of a SIP TCP/TLS socket may hold.
     mi_max_body: int = _param(1 << 20, "largest MI request in bytes, over HTTP (larger: 413) and the FIFO")
     mi_idle_timeout: float = _param(30.0, "seconds an MI connection may idle or take per request")
@@ -333,6 +333,8 @@ def validate(config: Config) -> None:
     _check_tls(config)
     if config.event_url is not None:
         _check_event_url(config.event_url)
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError("log_level", f"{config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     if not config.user_agent.isprintable() or not config.user_agent.strip():
         raise ConfigError("user_agent", "must be non-empty printable text")
 
@@ -406,7 +408,8 @@ def _printable_word(text: str) -> bool:
     return bool(text) and text.isprintable() and not any(c.isspace() for c in text)
 
 
-def _default_text(value: object) -> str:
+def default_text(value: object) -> str:
+    """A default as the help shows it: ``1``, ``none``, ``udp:127.0.0.1:5060``."""
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, tuple):
@@ -423,49 +426,8 @@ def format_value(value: object) -> str:
     return str(value)
 
 
-def _option_name(name: str) -> str:
-    return name.replace("_", "-")
-
-
-_REPEATABLE = frozenset({"listen", "dns_servers"})
-
-
-class Options(usage.Options):
-    """twistd options: one ``--long-option VALUE`` per parameter, plus ``--config``."""
-
-    optParameters = [["config", "c", None, "TOML file of parameters (the command line wins)"]] + [
-        [
-            _option_name(f.name),
-            None,
-            None,
-            f"{f.metadata['doc']} (default: {_default_text(f.default)})",
-        ]
-        for f in fields(Config)
-        if f.name not in _REPEATABLE
-    ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Only what the user typed is passed on, so that file values survive.
-        self._listen: list[str] = []
-        self._dns_servers: list[str] = []
-
-    def opt_listen(self, value: str) -> None:
-        """SIP socket proto:IP:PORT, e.g. udp:[::1]:5060 (repeatable; default:
-        udp:127.0.0.1:5060)"""
-        self._listen.append(value)
-
-    def opt_dns_servers(self, value: str) -> None:
-        """DNS server IP:PORT (repeatable; default: the system's)"""
-        self._dns_servers.append(value)
-
-    def postOptions(self) -> None:
-        cli: dict[str, object] = {
-            f.name: self[_option_name(f.name)] for f in fields(Config) if f.name not in _REPEATABLE
-        }
-        cli["listen"] = self._listen or None
-        cli["dns_servers"] = self._dns_servers or None
-        try:
-            self.config = load_config(cli, self["config"])
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+# Parameters given once per value on the command line (``--listen A --listen B``).
+REPEATABLE = frozenset({"listen", "dns_servers"})
+# Parameters whose values are secrets, or may hold one (a URL's password).
+SECRETS = frozenset({"mi_token", "db_url", "event_url"})
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")

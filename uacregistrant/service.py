@@ -18,14 +18,16 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Info
 
 from .cluster.shtags import ShtagManager, tag_of
+from . import __version__
 from .config import Config
 from .mi.cluster_commands import ClusterCommands
 from .mi.commands import RegistrantCommands
 from .mi.events import EventPoster
 from .mi.fifo import FifoError, MIFifo
+from .mi.health import Health, HealthResource
 from .mi.jsonrpc import MIResource
 from .mi.metrics import Metrics, MetricsResource
 from .mi.site import HttpLimits, build_root, make_site
@@ -38,6 +40,7 @@ from .registrant.states import IN_FLIGHT, State
 from .sip.randomness import BufferedRandom
 from .store import make_store
 from .store.interface import IRegistrantStore, StoreUnavailable
+from .store.probe import DatabaseProbe
 from .store.rows import record_from_row
 from .transport.dns import SIPResolver, make_resolver
 from .transport.interfaces import IRequestSender
@@ -137,7 +140,21 @@ class RegistrantService(MultiService):
             "1 once the registrant table is loaded; 0 while the database is waited for",
             registry=self.metrics.registry,
         )
+        self.probe = DatabaseProbe(reactor, self.store)
+        Gauge(
+            "uac_registrant_database_up",
+            "1 while the database answers a lookup within 5 s (asked every 5 s)",
+            registry=self.metrics.registry,
+        ).set_function(lambda: int(self.probe.reachable))
+        Info("uac_registrant_build", "the running version", registry=self.metrics.registry).info(
+            {"version": __version__}
+        )
+        self.commands = RegistrantCommands(self.engine, self.store, self.validate, self.metrics.row_skipped)
         self.loaded: Deferred | None = None
+        # Fires once the sockets are bound, the table is loaded and MI serves.
+        self.ready: Deferred[None] = Deferred()
+        self._is_loaded = False
+        self._mi_listening: Deferred | None = None
         self._db_wait: Deferred | None = None
         self._serve_mi = serve_mi
         # What to do when start-up cannot go on; twistd stops with a non-zero exit.
@@ -161,6 +178,18 @@ class RegistrantService(MultiService):
         """Call ``subscriber(registrant, old_state, new_state)`` on every state change."""
         self.engine.observers.append(subscriber)
 
+    def health(self) -> Health:
+        """What ``/health`` answers: table loaded, database answering, records by state."""
+        return Health(
+            table_loaded=self._is_loaded,
+            database_reachable=self.probe.reachable,
+            records=self.engine.state_counts(),
+        )
+
+    def reload(self) -> Deferred:
+        """``reg_reload`` of the whole table, as on SIGHUP."""
+        return maybeDeferred(self.commands.reg_reload, {})
+
     def validate(self, row) -> object:
         """A table row as a RecordConfig, or RowError."""
         return record_from_row(
@@ -183,13 +212,13 @@ class RegistrantService(MultiService):
             self._socket_names = tuple(str(spec) for spec in self.layer.sockets)
         if self._serve_mi:
             self._start_mi()
+        self.probe.start()
         self.loaded = self._load()
         if self.cluster is not None:
             self.cluster.start()
 
     def _start_mi(self) -> None:
-        commands = RegistrantCommands(self.engine, self.store, self.validate, self.metrics.row_skipped)
-        table = commands.table()
+        table = self.commands.table()
         if self.cluster is not None:
             ClusterCommands(self.cluster).add_to(table)
         config = self.config
@@ -201,7 +230,11 @@ class RegistrantService(MultiService):
         # The status page at / keeps its script, style and JSON under /status/.
         status = StatusResource(self.engine, token=config.mi_token)
         site = make_site(
-            build_root(mi, MetricsResource(self.metrics), extra={b"": status, b"status": status}),
+            build_root(
+                mi,
+                MetricsResource(self.metrics),
+                extra={b"": status, b"status": status, b"health": HealthResource(self.health)},
+            ),
             limits=HttpLimits(
                 max_body=config.mi_max_body,
                 idle_timeout=config.mi_idle_timeout,
@@ -220,7 +253,7 @@ class RegistrantService(MultiService):
         def failed(failure) -> None:
             self._fatal(f"cannot serve MI on {self.config.mi_listen}: {failure.getErrorMessage()}")
 
-        endpoint.listen(site).addCallbacks(listening, failed)
+        self._mi_listening = endpoint.listen(site).addCallbacks(listening, failed)
 
     def _start_fifo(self, table) -> None:
         fifo = MIFifo(
@@ -282,12 +315,17 @@ class RegistrantService(MultiService):
         resumed = resume(self.engine, saved, self.reactor.seconds(), select)
         self.engine.start()
         self.table_loaded.set(1)
+        self._is_loaded = True
         log.info(
             "loaded {count} registrant records ({skipped} rows skipped, {resumed} bindings resumed)",
             count=len(result.records),
             skipped=len(result.skipped),
             resumed=resumed,
         )
+        if self._mi_listening is not None:
+            yield self._mi_listening
+        if self._mi_port is not None or not self._serve_mi:
+            self.ready.callback(None)
         return None
 
     def _warn_tagged(self) -> None:
@@ -327,6 +365,7 @@ class RegistrantService(MultiService):
             self._fifo = None
         if self.layer is not None:
             yield self.layer.stop()
+        self.probe.stop()
         yield self.store.close()
         yield super().stopService()
 
