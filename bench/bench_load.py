@@ -18,18 +18,20 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import ensureDeferred  # noqa: E402
 
-from uacregistrant.store.interface import IRegistrantStore  # noqa: E402
+from uacregistrant.store import make_store  # noqa: E402
 from uacregistrant.store.rows import Columns, record_from_row  # noqa: E402
+from uacregistrant.store.url import parse_db_url  # noqa: E402
 
 COLUMNS = ("registrar", "aor", "username", "password", "binding_URI", "expiry")
 validate = partial(record_from_row, timer_interval=60, default_expires=3600)
@@ -49,9 +51,8 @@ def insert(sql_mark: str) -> str:
 
 
 @contextmanager
-def sqlite_table(n: int) -> Iterator[Callable[[], IRegistrantStore]]:
+def sqlite_table(n: int) -> Iterator[str]:
     from tests.store.conftest import SQLiteBackend
-    from uacregistrant.store.sqlite import SQLiteStore
 
     with tempfile.TemporaryDirectory(prefix="uac-registrant-bench-") as directory:
         backend = SQLiteBackend(Path(directory))
@@ -59,16 +60,15 @@ def sqlite_table(n: int) -> Iterator[Callable[[], IRegistrantStore]]:
         with sqlite3.connect(backend.path) as connection:
             connection.executemany(insert("?"), rows(n))
         connection.close()
-        yield lambda: SQLiteStore(backend.path, Columns())
+        yield f"sqlite:///{backend.path}"
 
 
 @contextmanager
-def postgres_table(n: int) -> Iterator[Callable[[], IRegistrantStore]]:
+def postgres_table(n: int) -> Iterator[str]:
     from psycopg2.extras import execute_values
 
     from tests.peers.postgres import Postgres
     from tests.store.conftest import PostgresBackend
-    from uacregistrant.store.postgres import PostgresStore
 
     cluster = Postgres()
     try:
@@ -79,16 +79,15 @@ def postgres_table(n: int) -> Iterator[Callable[[], IRegistrantStore]]:
         with connection.cursor() as cursor:
             execute_values(cursor, insert("%s").rsplit(" VALUES", 1)[0] + " VALUES %s", rows(n))
         connection.close()
-        yield lambda: PostgresStore(backend.dsn, Columns())
+        yield backend.dsn
     finally:
         cluster.destroy()
 
 
 @contextmanager
-def mysql_table(n: int) -> Iterator[Callable[[], IRegistrantStore]]:
+def mysql_table(n: int) -> Iterator[str]:
     from tests.peers.mariadb import MariaDB
     from tests.store.conftest import MySQLBackend
-    from uacregistrant.store.mysql import MySQLStore
 
     server = MariaDB()
     try:
@@ -99,7 +98,7 @@ def mysql_table(n: int) -> Iterator[Callable[[], IRegistrantStore]]:
         with connection.cursor() as cursor:
             cursor.executemany(insert("%s"), rows(n))
         connection.close()
-        yield lambda: MySQLStore(backend.url, Columns())
+        yield backend.url
     finally:
         server.destroy()
 
@@ -107,10 +106,10 @@ def mysql_table(n: int) -> Iterator[Callable[[], IRegistrantStore]]:
 TABLES = {"sqlite": sqlite_table, "postgres": postgres_table, "mysql": mysql_table}
 
 
-async def best_of(make_store: Callable[[], IRegistrantStore], n: int, runs: int) -> float:
+async def best_of(reactor: Any, db_url: str, n: int, runs: int) -> float:
     best = float("inf")
     for _ in range(runs):
-        store = make_store()
+        store = make_store(parse_db_url(db_url), Columns(), reactor)
         started = time.perf_counter()
         await store.open()
         result = await store.load(validate)
@@ -122,10 +121,10 @@ async def best_of(make_store: Callable[[], IRegistrantStore], n: int, runs: int)
     return best
 
 
-async def run(reactor: object, args: argparse.Namespace) -> None:
+async def run(reactor: Any, args: argparse.Namespace) -> None:
     for db in args.db:
-        with TABLES[db](args.rows) as make_store:
-            seconds = await best_of(make_store, args.rows, args.runs)
+        with TABLES[db](args.rows) as db_url:
+            seconds = await best_of(reactor, db_url, args.rows, args.runs)
         print(f"{db:<9} {args.rows:>7,} rows: open + load {seconds:.3f} s"
               f" ({args.rows / seconds:,.0f} rows/s, best of {args.runs})", flush=True)
 

@@ -11,11 +11,12 @@ from zope.interface.verify import verifyObject
 from tests.cluster.test_locks import eventually
 from uacregistrant.cluster.locks import ILockBackend
 from uacregistrant.cluster.mysql_locks import MySQLLocks, lock_name
+from uacregistrant.store.url import mysql_params
 
 
 @pytest.fixture
 def nodes(mysql_url):
-    made = {name: MySQLLocks(mysql_url, name, reactor, takeover_s=3) for name in ("a", "b")}
+    made = {name: MySQLLocks(mysql_params(mysql_url), name, reactor, takeover_s=3) for name in ("a", "b")}
     yield made["a"], made["b"]
     for backend in made.values():
         backend.reset()
@@ -126,7 +127,7 @@ async def test_heartbeats_age_on_the_server_clock_and_outlive_the_session(nodes)
 async def test_connect_to_nowhere_fails_within_the_timeout():
     from tests.peers import free_port
 
-    backend = MySQLLocks(f"mysql://u:pw@127.0.0.1:{free_port('tcp')}/x", "a", reactor)
+    backend = MySQLLocks(mysql_params(f"mysql://u:pw@127.0.0.1:{free_port('tcp')}/x"), "a", reactor)
     with pytest.raises(Exception):
         await backend.connect(2)
     assert not backend.connected

@@ -58,7 +58,7 @@ def make_pg_table(dsn: str, rows: Sequence[dict]) -> None:
 def _mysql_connect(url: str):
     import pymysql
 
-    from uacregistrant.store.mysql import mysql_params
+    from uacregistrant.store.url import mysql_params
 
     p = mysql_params(url)
     return pymysql.connect(host=p.host, port=p.port, user=p.user, password=p.password,

@@ -14,6 +14,7 @@ from tests.peers.mariadb import MariaDB
 from tests.peers.postgres import Postgres
 from uacregistrant.store.interface import IRegistrantStore
 from uacregistrant.store.mysql import MySQLStore
+from uacregistrant.store.url import mysql_params
 from uacregistrant.store.postgres import PostgresStore, folded
 from uacregistrant.store.rows import Columns
 from uacregistrant.store.sqlite import SQLiteStore
@@ -303,10 +304,11 @@ class MySQLBackend:
         self.dbname = url.rsplit("/", 1)[1]
 
     def make_store(self, columns: Columns) -> IRegistrantStore:
-        return MySQLStore(self.url, columns, reactor=reactor)
+        return MySQLStore(mysql_params(self.url), columns, reactor=reactor)
 
     def unreachable_store(self, columns: Columns) -> IRegistrantStore:
-        return MySQLStore(f"mysql://uac:pw@127.0.0.1:{free_port('tcp')}/x", columns, reactor=reactor)
+        return MySQLStore(mysql_params(f"mysql://uac:pw@127.0.0.1:{free_port('tcp')}/x"), columns,
+                          reactor=reactor)
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         self.server.execute(sql.replace("?", "%s"), tuple(params) or None, self.dbname)

@@ -17,7 +17,8 @@ from tests.store.conftest import MySQLBackend
 from tests.store.contract import record, runtime, validate
 from uacregistrant.store import make_store
 from uacregistrant.store.interface import NoSuchRow, StoreError, StoreUnavailable
-from uacregistrant.store.mysql import MySQLStore, mysql_params
+from uacregistrant.store.mysql import MySQLStore
+from uacregistrant.store.url import mysql_params
 from uacregistrant.store.rows import Columns
 from uacregistrant.store.url import parse_db_url
 
@@ -35,7 +36,7 @@ async def timed(d: defer.Deferred[Any], seconds: float = FAST) -> Any:
 
 
 async def open_store(url: str, columns: Columns = Columns()) -> MySQLStore:
-    store = MySQLStore(url, columns, reactor=reactor)
+    store = MySQLStore(mysql_params(url), columns, reactor=reactor)
     await timed(store.open())
     return store
 
@@ -139,7 +140,7 @@ def test_make_store_mysql() -> None:
 async def test_wrong_password_is_unavailable_without_the_password(
         mariadb: MariaDB, backend: MySQLBackend) -> None:
     url = backend.url.replace(PASSWORD, "wrong-Secret-9")
-    store = MySQLStore(url, Columns(), reactor=reactor)
+    store = MySQLStore(mysql_params(url), Columns(), reactor=reactor)
     with pytest.raises(StoreUnavailable) as e:
         await timed(store.open())
     assert "wrong-Secret-9" not in str(e.value) and "Access denied" in str(e.value)
@@ -147,7 +148,8 @@ async def test_wrong_password_is_unavailable_without_the_password(
 
 @pytest_twisted.ensureDeferred
 async def test_unreachable_server_fails_fast() -> None:
-    store = MySQLStore(f"mysql://u:s3cret@127.0.0.1:{free_port('tcp')}/x", Columns(), reactor=reactor)
+    store = MySQLStore(mysql_params(f"mysql://u:s3cret@127.0.0.1:{free_port('tcp')}/x"), Columns(),
+                       reactor=reactor)
     with pytest.raises(StoreUnavailable) as e:
         await timed(store.open())
     assert "s3cret" not in str(e.value)
@@ -226,7 +228,7 @@ async def test_sql_error_is_store_error_and_connection_stays(backend: MySQLBacke
 
 @pytest_twisted.ensureDeferred
 async def test_two_nodes_opening_together_create_once(backend: MySQLBackend) -> None:
-    stores = [MySQLStore(backend.url, Columns(), reactor=reactor) for _ in range(3)]
+    stores = [MySQLStore(mysql_params(backend.url), Columns(), reactor=reactor) for _ in range(3)]
     try:
         await timed(defer.gatherResults([s.open() for s in stores], consumeErrors=True))
         assert backend.version_rows() == [("registrant", 3)]

@@ -9,7 +9,7 @@ import pytest
 
 import uacregistrant.store
 from uacregistrant.store.interface import IRegistrantStore
-from uacregistrant.store.url import DbUrl, parse_db_url, redact_url
+from uacregistrant.store.url import DbUrl, MySQLParams, parse_db_url, redact_url
 
 PG_URL = "postgres://reg:s3cr3tpw@127.0.0.1:5432/registrant"
 
@@ -21,7 +21,8 @@ PG_URL = "postgres://reg:s3cr3tpw@127.0.0.1:5432/registrant"
         ("sqlite:////abs/p.sqlite", DbUrl("sqlite", path="/abs/p.sqlite")),
         (PG_URL, DbUrl("postgres", dsn=PG_URL)),
         ("postgresql://127.0.0.1/registrant", DbUrl("postgres", dsn="postgresql://127.0.0.1/registrant")),
-        ("mysql://reg:pw@db:3307/opensips", DbUrl("mysql", dsn="mysql://reg:pw@db:3307/opensips")),
+        ("mysql://reg:pw@db:3307/opensips", DbUrl("mysql", dsn="mysql://reg:pw@db:3307/opensips",
+                                                  mysql=MySQLParams("reg", "pw", "opensips", "db", 3307))),
     ],
 )
 def test_parse_db_url_and_back(url: str, expected: DbUrl) -> None:
@@ -39,6 +40,7 @@ def test_parse_db_url_and_back(url: str, expected: DbUrl) -> None:
         ("ftp://reg:s3cr3tpw@h/db", "is not sqlite:///"),
         ("mysql://reg:s3cr3tpw@h:notaport/db", "has a bad port"),
         ("mysql://reg:s3cr3tpw@h/", "names no database"),
+        ("mysql://reg:s3cr3tpw@h/db?ssl=1", "unknown option 'ssl'"),
     ],
 )
 def test_parse_db_url_refuses_without_the_password(url: str, reason: str) -> None:

@@ -30,7 +30,8 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..store.mysql import MYSQL, SCHEMA_LOCK, MySQLParams, interrupt, mysql_params
+from ..store.mysql import MYSQL, SCHEMA_LOCK, interrupt
+from ..store.url import MySQLParams
 from ..store.schema import CLUSTER_NODES, CLUSTER_SESSIONS, CLUSTER_SHTAGS
 from .locks import ILockBackend, Owner, Survey, split_tag
 
@@ -118,8 +119,8 @@ class _Session:
 
 @implementer(ILockBackend)
 class MySQLLocks:
-    def __init__(self, url: str, node_id: str, reactor: Any, *, takeover_s: float = 30.0) -> None:
-        self.params = mysql_params(url)
+    def __init__(self, params: MySQLParams, node_id: str, reactor: Any, *, takeover_s: float = 30.0) -> None:
+        self.params = params
         self.node_id = node_id
         self.reactor = reactor
         self.on_notify: Callable[[str], None] = lambda tag: None

@@ -83,7 +83,7 @@ def lock_backend(config, reactor) -> ILockBackend:
     if config.db_url.kind == "mysql":
         from .mysql_locks import MySQLLocks
 
-        return MySQLLocks(config.db_url.dsn, config.node_id, reactor, takeover_s=config.shtag_takeover_s)
+        return MySQLLocks(config.db_url.mysql, config.node_id, reactor, takeover_s=config.shtag_takeover_s)
     return PostgresLocks(config.db_url.dsn, config.node_id, reactor)
 
 

@@ -19,7 +19,7 @@ def make_store(db: DbUrl, columns: Columns, reactor: Any) -> IRegistrantStore:
     if db.kind == "mysql":
         from uacregistrant.store.mysql import MySQLStore
 
-        return MySQLStore(db.dsn, columns, reactor=reactor)
+        return MySQLStore(db.mysql, columns, reactor=reactor)
     from uacregistrant.store.postgres import PostgresStore
 
     return PostgresStore(db.dsn, columns, reactor=reactor)

@@ -11,9 +11,7 @@ server is away each call fails fast with StoreUnavailable.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymysql
 from pymysql.constants import CLIENT
@@ -25,6 +23,7 @@ from uacregistrant.store.dbapi import DbapiStore
 from uacregistrant.store.dialect import Dialect, open_schema, run_steps
 from uacregistrant.store.interface import IRegistrantStore, StoreError, StoreUnavailable
 from uacregistrant.store.rows import Columns
+from uacregistrant.store.url import MySQLParams
 
 # Client-side errors (2000-2999: cannot connect, server gone away, lost
 # connection) and the server's own "shutting down", "connection killed",
@@ -75,54 +74,6 @@ MYSQL = MySQLDialect()
 SCHEMA_LOCK = "uac_registrant schema"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class MySQLParams:
-    """What PyMySQL needs from ``mysql://user:password@host[:port]/db[?unix_socket=path]``."""
-
-    user: str
-    password: str
-    database: str
-    host: str = "localhost"
-    port: int = 3306
-    unix_socket: str | None = None
-
-    def __repr__(self) -> str:
-        return f"MySQLParams({self.shown})"
-
-    @property
-    def shown(self) -> str:
-        """Where the server is, for messages: never the password."""
-        where = self.unix_socket or f"{self.host}:{self.port}"
-        return f"{self.user}@{where}/{self.database}"
-
-
-def mysql_params(url: str) -> MySQLParams:
-    """Split a ``mysql://`` URL; ValueError (without the password) if it is not one."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "mysql":
-        raise ValueError("not a mysql:// URL")
-    try:
-        port = parts.port or 3306
-    except ValueError:
-        raise ValueError("bad port") from None
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ValueError("names no database (mysql://user:password@host[:port]/database)")
-    query = parse_qs(parts.query)
-    unknown = set(query) - {"unix_socket"}
-    if unknown:
-        raise ValueError(f"unknown option {sorted(unknown)[0]!r} (only unix_socket)")
-    sockets = query.get("unix_socket", [None])
-    return MySQLParams(
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
-        database=database,
-        host=parts.hostname or "localhost",
-        port=port,
-        unix_socket=sockets[-1],
-    )
-
-
 def interrupt(connection: Any) -> None:
     """Make a call blocked on ``connection`` return now (from any thread).
 
@@ -169,7 +120,7 @@ class _Pool(adbapi.ConnectionPool):
 
 @implementer(IRegistrantStore)
 class MySQLStore(DbapiStore):
-    """``MySQLStore(url, columns, *, reactor, ...)`` on one PyMySQL connection.
+    """``MySQLStore(params, columns, *, reactor, ...)`` on one PyMySQL connection.
 
     Timeouts bound every wait on the server: connecting, and each read or
     write on the socket (a server that stopped answering, a dead host).
@@ -180,7 +131,7 @@ class MySQLStore(DbapiStore):
 
     def __init__(
         self,
-        url: str,
+        params: MySQLParams,
         columns: Columns,
         *,
         reactor: Any,
@@ -189,7 +140,7 @@ class MySQLStore(DbapiStore):
         write_timeout: float = 60.0,
     ) -> None:
         super().__init__(MYSQL, columns)
-        self.params = mysql_params(url)
+        self.params = params
         self._reactor = reactor
         self._timeouts = (connect_timeout, read_timeout, write_timeout)
 

@@ -8,7 +8,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class MySQLParams:
+    """What a MySQL client needs from ``mysql://user:password@host[:port]/db[?unix_socket=path]``."""
+
+    user: str
+    password: str
+    database: str
+    host: str = "localhost"
+    port: int = 3306
+    unix_socket: str | None = None
+
+    def __repr__(self) -> str:
+        return f"MySQLParams({self.shown})"
+
+    @property
+    def shown(self) -> str:
+        """Where the server is, for messages: never the password."""
+        where = self.unix_socket or f"{self.host}:{self.port}"
+        return f"{self.user}@{where}/{self.database}"
+
+
+def mysql_params(url: str) -> MySQLParams:
+    """Split a ``mysql://`` URL; ValueError (without the password) if it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "mysql":
+        raise ValueError("is not a mysql:// URL")
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise ValueError("has a bad port") from None
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ValueError("names no database (mysql://user:password@host[:port]/database)")
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"unix_socket"}
+    if unknown:
+        raise ValueError(f"has an unknown option {sorted(unknown)[0]!r} (only unix_socket)")
+    return MySQLParams(
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=database,
+        host=parts.hostname or "localhost",
+        port=port,
+        unix_socket=query.get("unix_socket", [None])[-1],
+    )
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -19,6 +66,8 @@ class DbUrl:
     path: str | None = None
     # The URL as given (libpq accepts it unchanged); it may hold a password.
     dsn: str | None = None
+    # A MySQL URL's parts, for the MySQL client.
+    mysql: MySQLParams | None = None
 
     @property
     def text(self) -> str:
@@ -72,12 +121,9 @@ def parse_db_url(url: str) -> DbUrl:
         return DbUrl("postgres", dsn=url)
     if scheme == "mysql" and "://" in url:
         try:
-            urlsplit(url).port
-        except ValueError:
-            raise ValueError(f"{shown} has a bad port") from None
-        if not urlsplit(url).path.strip("/"):
-            raise ValueError(f"{shown} names no database")
-        return DbUrl("mysql", dsn=url)
+            return DbUrl("mysql", dsn=url, mysql=mysql_params(url))
+        except ValueError as e:
+            raise ValueError(f"{shown} {e}") from None
     raise ValueError(
         f"{shown} is not sqlite:///relative/path, sqlite:////absolute/path, "
         "postgres://user:password@host:port/dbname "
