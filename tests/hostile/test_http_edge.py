@@ -18,7 +18,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from tests.hostile.http_client import RawClient, body_of, connect, status_of
-from uacregistrant.mi.jsonrpc import Command, CommandTable, MIResource
+from uacregistrant.mi.jsonrpc import Command, CommandTable, MIResource, StreamedList
 from uacregistrant.mi.metrics import Metrics, MetricsResource
 from uacregistrant.mi.site import EdgeSite, HttpLimits, build_root, make_site
 
@@ -51,6 +51,8 @@ async def server() -> AsyncIterator[Server]:
     table = CommandTable()
     table.add(Command("echo", lambda params: calls.append(params) or "OK", ((), ("x",))))
     table.add(Command("later", later))
+    table.add(Command("big", lambda params: StreamedList("Records", ({"AOR": f"sip:{i:08d}@x" * 4}
+                                                                      for i in range(300_000)))))
     clock = task.Clock()
     mi = MIResource(table, token=TOKEN, max_body=LIMITS.max_body)
     site = make_site(build_root(mi, MetricsResource(Metrics())), limits=LIMITS, token=TOKEN, reactor=clock)
@@ -257,3 +259,24 @@ async def test_connection_cap_refuses_when_every_connection_is_busy(server: Serv
         d.callback("done")
     for client in busy:
         assert json.loads(body_of(await client.closed))["result"] == "done"
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_that_does_not_read_its_answer_is_cut(server: Server) -> None:
+    client = await connect(server.port)
+    client.transport.pauseProducing()  # never reads: the server's send buffer fills
+    client.send(post(call("big")))
+    channel = None
+    for _ in range(500):
+        await task.deferLater(reactor, 0.01, lambda: None)
+        channels = [c for c in server.site.cap._open if c._stalled is not None]
+        if channels:
+            channel = channels[0]
+            break
+    assert channel is not None, "the server never saw its send buffer fill"
+    assert not channel.busy()
+    server.clock.advance(LIMITS.idle_timeout + 1)
+    await task.deferLater(reactor, 0.05, lambda: None)
+    assert len(server.site.cap) == 0
+    client.transport.resumeProducing()
+    await client.closed

@@ -102,6 +102,8 @@ class _EdgeChannel(HTTPChannel):
     site: EdgeSite
     refused = False
     _deadline: IDelayedCall | None = None
+    # Set while our answer waits for a client that does not read it.
+    _stalled: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -109,8 +111,8 @@ class _EdgeChannel(HTTPChannel):
 
     def busy(self) -> bool:
         # A request is being answered: let it finish.  A connection that is
-        # idle or still sending its request is fair game.
-        return self._handlingRequest
+        # idle, still sending its request or not reading our answer is fair game.
+        return self._handlingRequest and self._stalled is None
 
     def evict(self) -> None:
         self.transport.abortConnection()
@@ -123,7 +125,7 @@ class _EdgeChannel(HTTPChannel):
         super().dataReceived(data)
 
     def _too_slow(self) -> None:
-        self._deadline = None
+        self._deadline = self._stalled = None
         self.transport.abortConnection()
 
     def _cancel_deadline(self) -> None:
@@ -131,6 +133,24 @@ class _EdgeChannel(HTTPChannel):
             deadline, self._deadline = self._deadline, None
             if deadline.active():
                 deadline.cancel()
+
+    def pauseProducing(self) -> None:
+        # The transport's buffer is full: the client is not reading.  Twisted
+        # suspends the idle timeout while a request is answered, so without
+        # this a client could hold a connection (and a paused reg_list) for ever.
+        super().pauseProducing()
+        if self._stalled is None:
+            self._stalled = self.callLater(self.site.limits.idle_timeout, self._too_slow)
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        self._cancel_stall()
+
+    def _cancel_stall(self) -> None:
+        if self._stalled is not None:
+            stalled, self._stalled = self._stalled, None
+            if stalled.active():
+                stalled.cancel()
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
@@ -170,6 +190,7 @@ class _EdgeChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self._cancel_deadline()
+        self._cancel_stall()
         self.site.cap.closed(self)
         super().connectionLost(reason)
 
