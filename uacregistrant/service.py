@@ -212,7 +212,6 @@ class RegistrantService(MultiService):
             self._socket_names = tuple(str(spec) for spec in self.layer.sockets)
         if self._serve_mi:
             self._start_mi()
-        self.probe.start()
         self.loaded = self._load()
         if self.cluster is not None:
             self.cluster.start()
@@ -316,6 +315,8 @@ class RegistrantService(MultiService):
         self.engine.start()
         self.table_loaded.set(1)
         self._is_loaded = True
+        # The load has just shown the database answering; the probe watches from here.
+        self.probe.start(reachable=True)
         log.info(
             "loaded {count} registrant records ({skipped} rows skipped, {resumed} bindings resumed)",
             count=len(result.records),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import twisted
 
-from tests.ops.twistd import twistd
+from tests.ops.twistd import ROOT, twistd
 from uacregistrant import __version__
 
 SECRET_PW = "s3cr3t-pw"
@@ -55,11 +57,6 @@ def test_print_config_refuses_a_bad_value_in_one_line(tmp_path: Path) -> None:
 
 
 def test_the_package_metadata_reads_our_version() -> None:
-    import subprocess
-    import sys
-
-    from tests.ops.twistd import ROOT
-
     done = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == __version__

@@ -57,8 +57,7 @@ def test_probe_follows_the_database_on_its_interval() -> None:
 def test_a_database_that_does_not_answer_is_unreachable() -> None:
     clock = task.Clock()
     probe = DatabaseProbe(clock, SilentStore(), interval=5, timeout=2)
-    probe.reachable = True
-    probe.start()
+    probe.start(reachable=True)
     clock.advance(1.9)
     assert probe.reachable is True
     clock.advance(0.1)

@@ -34,7 +34,9 @@ class DatabaseProbe:
         self._loop.clock = clock
         self._interval = interval
 
-    def start(self) -> None:
+    def start(self, reachable: bool = False) -> None:
+        """Ask now and every interval; ``reachable`` is what is known until the first answer."""
+        self.reachable = reachable
         self._loop.start(self._interval, now=True)
 
     def stop(self) -> None:
