@@ -280,3 +280,17 @@ async def test_client_that_does_not_read_its_answer_is_cut(server: Server) -> No
     assert len(server.site.cap) == 0
     client.transport.resumeProducing()
     await client.closed
+
+
+def test_access_line_escapes_control_characters() -> None:
+    from types import SimpleNamespace
+
+    from uacregistrant.mi.site import _access_line
+
+    request = SimpleNamespace(
+        method=b"GET", path=b'/\x1b[31mred\x00"x\xff', code=404, sentLength=0,
+        getClientAddress=lambda: SimpleNamespace(host="127.0.0.1"),
+    )
+    line = _access_line("[ts]", request)  # type: ignore[arg-type]
+    assert line == '127.0.0.1 - - [ts] "GET /\\x1b[31mred\\x00%22x\\xff" 404 0'
+    assert line.isprintable()

@@ -62,7 +62,12 @@ def _access_line(timestamp: str, request: HTTPRequest) -> str:
 
 
 def _printable(raw: bytes) -> str:
-    return raw.decode("ascii", "backslashreplace").replace('"', "%22")
+    # Control characters (an ANSI escape, a NUL) are written as \xHH, so
+    # a request line cannot forge or garble the log line around it.
+    text = raw.decode("ascii", "backslashreplace").replace('"', "%22")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 class _Discard:
