@@ -227,7 +227,7 @@ class RegistrantService(MultiService):
             table, token=config.mi_token, max_body=config.mi_max_body, on_call=self.metrics.mi_call
         )
         # The status page at / keeps its script, style and JSON under /status/.
-        status = StatusResource(self.engine, token=config.mi_token)
+        status = StatusResource(self.engine, token=config.mi_token, listing=self.commands.listing)
         site = make_site(
             build_root(
                 mi,

@@ -48,8 +48,8 @@ def test_counts_and_first_page_match_the_engine(lab):
     alice = body["records"][0]
     assert alice["state"] == "REGISTERED_STATE" and alice["last_code"] == 200
     sent = alice["last_register_sent_epoch"]
-    assert alice["registration_t_out_epoch"] > sent > 0
-    assert alice["registration_t_out"] == time.ctime(alice["registration_t_out_epoch"])
+    assert alice["next_attempt_epoch"] > sent > 0
+    assert alice["next_attempt"] == time.ctime(alice["next_attempt_epoch"])
 
 
 @pytest_twisted.inlineCallbacks

@@ -5,11 +5,13 @@ Each test quotes the OpenSIPS source line it matches (modules/uac_registrant).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import pytest_twisted
 
-from tests.registrant.fakes import make_engine, record, reply
-from uacregistrant.mi.commands import RegistrantCommands, record_view
+from tests.registrant.fakes import CHALLENGE, make_engine, record, reply, timeout
+from uacregistrant.mi.commands import RegistrantCommands
 from uacregistrant.mi.jsonrpc import MIError
 from uacregistrant.mi.metrics import Metrics
 from uacregistrant.registrant.states import State
@@ -24,8 +26,9 @@ def validate(row):
 
 
 class Lab:
-    def __init__(self, *configs) -> None:
-        self.engine, self.sender, self.clock = make_engine(timer_interval=TI)
+    def __init__(self, *configs, **timing) -> None:
+        self.engine, self.sender, self.clock = make_engine(timer_interval=TI, **timing)
+        self.clock.advance(1_800_000_000)  # a plausible now, in 2027
         self.store = MemoryStore(configs)
         self.metrics = Metrics()
         self.commands = RegistrantCommands(self.engine, self.store, validate, self.metrics.row_skipped)
@@ -35,12 +38,24 @@ class Lab:
     def triple(self, config) -> dict[str, str]:
         return {"aor": config.aor, "contact": config.binding_uri, "registrar": config.registrar}
 
-    def register(self, config, *headers: str) -> None:
+    def register(self, config, granted: int | None = None) -> None:
         """Run the scheduler until the record's REGISTER is out, then answer 200."""
-        self.clock.advance(TI)
-        sent = self.sender.pop()
-        reply(sent, 200, "OK", f"Contact: <{config.binding_uri}>;expires={config.expiry}", *headers)
+        self.next_request()
+        self.answer(200, f"Contact: <{config.binding_uri}>;expires={granted or config.expiry}")
         assert self.engine.get(config.key).state is State.REGISTERED_STATE
+
+    def next_request(self):
+        for _ in range(100):
+            if self.sender.sent:
+                return self.sender.sent[0]
+            self.clock.advance(1)
+        raise AssertionError("nothing was sent")
+
+    def answer(self, status: int, *headers: str) -> None:
+        reply(self.sender.pop(), status, "Reason", *headers)
+
+    def view(self, config) -> dict:
+        return self.commands.listing.view(self.engine.get(config.key))
 
     def skipped(self) -> float:
         return self.metrics.registry.get_sample_value("uac_registrant_rows_skipped_total") or 0.0
@@ -54,11 +69,11 @@ def test_third_party_registrant_is_shown_whenever_the_column_is_set():
     column equal to the AOR is shown too; an empty column is not."""
     same = record(third_party_registrant="sip:alice@example.test")
     assert same.third_party_registrant == same.aor
-    assert record_view(Lab(same).engine.get(same.key))["third_party_registrant"] == same.aor
+    assert Lab(same).view(same)["third_party_registrant"] == same.aor
     other = record(third_party_registrant="sip:admin@example.test")
-    assert record_view(Lab(other).engine.get(other.key))["third_party_registrant"] == "sip:admin@example.test"
+    assert Lab(other).view(other)["third_party_registrant"] == "sip:admin@example.test"
     unset = record(third_party_registrant=None)
-    assert "third_party_registrant" not in record_view(Lab(unset).engine.get(unset.key))
+    assert "third_party_registrant" not in Lab(unset).view(unset)
 
 
 @pytest_twisted.ensureDeferred
@@ -117,3 +132,115 @@ async def test_rows_skipped_by_reg_reload_are_counted():
         await lab.commands.reg_reload(lab.triple(bad))
     assert (error.value.code, error.value.message) == (400, "Bad registrant row")
     assert lab.skipped() == 2
+
+
+OPENSIPS_TIME_KEYS = ("last_register_sent", "registration_t_out")
+
+
+def assert_ctime_text(view: dict) -> None:
+    for key in OPENSIPS_TIME_KEYS:
+        time.strptime(view[key], "%a %b %d %H:%M:%S %Y")  # raises on anything else ("never")
+
+
+@pytest.mark.parametrize("percentage", [100, 80])
+def test_registration_t_out_is_opensips_deadline_and_ours_is_next_attempt(percentage):
+    """Matched: registrant.c ``run_reg_tm_cback``, 200 OK: ``rec->registration_timeout = now +
+    rec->expires - timer_interval;`` — with reregister_expiry_percentage P (4.0) the share
+    E·P/100 stands for E (reference §2).  Our own refresh time is under ``next_attempt``."""
+    config = record(expiry=600)
+    lab = Lab(config, reregister_expiry_percentage=percentage)
+    assert lab.view(config)["registration_t_out"] == time.ctime(0)  # loaded: 0, as add_record leaves it
+    lab.register(config, granted=300)
+    granted_at = lab.clock.seconds()
+    registrant = lab.engine.get(config.key)
+    view = lab.view(config)
+    assert view["registration_t_out"] == time.ctime(granted_at + 300 * percentage / 100 - TI)
+    assert view["next_attempt"] == time.ctime(registrant.registration_timeout)
+    assert registrant.registration_timeout != granted_at + 300 * percentage / 100 - TI
+    # A refresh in flight leaves OpenSIPS's deadline as it was.
+    lab.clock.advance(registrant.registration_timeout - lab.clock.seconds())
+    lab.next_request()
+    assert registrant.state is State.REGISTERING_STATE
+    assert lab.view(config)["registration_t_out"] == view["registration_t_out"]
+
+
+@pytest.mark.parametrize(("fri", "wait"), [(60, 60), (0, 600)])
+def test_after_a_failure_registration_t_out_is_opensips_retry_time(fri, wait):
+    """Matched: registrant.c ``run_reg_tm_cback``: ``case 408: ... rec->state =
+    REGISTER_TIMEOUT_STATE; rec->registration_timeout = now + rec->expires - timer_interval;``
+    and the same for a registrar error (``rec->state = REGISTRAR_ERROR_STATE;
+    rec->registration_timeout = now + rec->expires - timer_interval;``); since 3.5
+    failure_retry_interval, when set, replaces the expiry (reference §2, RETRY)."""
+    config = record(expiry=600)
+    lab = Lab(config, failure_retry_interval=fri)
+    lab.next_request()
+    lab.answer(503)
+    failed_at = lab.clock.seconds()
+    view = lab.view(config)
+    assert view["state"] == "REGISTRAR_ERROR_STATE"
+    assert view["registration_t_out"] == time.ctime(failed_at + wait - TI)
+    assert_ctime_text(view)
+
+
+def test_after_wrong_credentials_registration_t_out_is_reset_and_never_says_never():
+    """Matched: registrant.c ``run_reg_tm_cback``, challenged again: ``rec->state =
+    WRONG_CREDENTIALS_STATE; rec->registration_timeout = 0;`` — the epoch as ctime text.
+    When we stop retrying (max_auth_failures) only our own ``next_attempt`` says "never"."""
+    config = record(expiry=600)
+    lab = Lab(config, max_auth_failures=1)
+    lab.next_request()
+    lab.answer(401, CHALLENGE)
+    lab.answer(401, CHALLENGE)
+    registrant = lab.engine.get(config.key)
+    assert registrant.state is State.WRONG_CREDENTIALS_STATE
+    view = lab.view(config)
+    assert view["registration_t_out"] == time.ctime(0)
+    assert view["next_attempt"] == "never"
+    assert_ctime_text(view)
+
+
+def test_dst_is_cleared_by_a_local_timeout_and_set_again_by_a_reply():
+    """Matched: registrant.c ``run_reg_tm_cback``: ``if (ps->rpl==FAKED_REPLY)
+    memset(&rec->td.forced_to_su, 0, sizeof(union sockaddr_union)); else if
+    (rec->td.forced_to_su.s.sa_family == AF_UNSPEC) rec->td.forced_to_su =
+    t->uac[0].request.dst.to;`` — TM's own 408 is a faked reply; reg_list prints
+    ``dst_IP``/``ip`` only while ``forced_to_su`` is set."""
+    config = record(expiry=600)
+    lab = Lab(config, failure_retry_interval=20)
+    lab.register(config)
+    assert (lab.view(config)["dst_IP"], lab.view(config)["ip"]) == ("IPv4", "127.0.0.1")
+    lab.engine.force_register(config.key)
+    timeout(lab.sender.pop())
+    view = lab.view(config)
+    assert view["state"] == "REGISTER_TIMEOUT_STATE"
+    assert "dst_IP" not in view and "ip" not in view
+    lab.next_request()
+    lab.answer(500)
+    view = lab.view(config)
+    assert view["state"] == "REGISTRAR_ERROR_STATE"
+    assert (view["dst_IP"], view["ip"]) == ("IPv4", "127.0.0.1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_reload_that_changed_the_expiry_expires_is_the_table_value_until_a_200():
+    """Matched: reg_records.c ``add_record``: ``record->expires = uac->expires;`` for the
+    reloaded row, and ``match_reload_record`` inherits Call-ID, tag, CSeq,
+    ``last_register_sent``, ``registration_timeout`` and the state — not ``expires``."""
+    config = record(expiry=600)
+    lab = Lab(config)
+    lab.register(config, granted=300)
+    assert lab.view(config)["expires"] == 300
+    assert await lab.commands.reg_reload(lab.triple(config)) == "OK"  # nothing changed
+    assert lab.view(config)["expires"] == 300
+    lab.store.rows[config.key]["expiry"] = 900
+    assert await lab.commands.reg_reload(lab.triple(config)) == "OK"
+    view = lab.view(config)
+    assert (view["expires"], view["state"]) == (900, "REGISTERED_STATE")
+    assert lab.engine.get(config.key).expires == 300  # our refresh still counts on the grant
+    lab.engine.force_register(config.key)
+    lab.answer(200, f"Contact: <{config.binding_uri}>;expires=450")
+    assert lab.view(config)["expires"] == 450
+
+    lab.store.rows[config.key]["expiry"] = 1200
+    assert await lab.commands.reg_reload({}) == "OK"  # a full reload too
+    assert lab.view(config)["expires"] == 1200

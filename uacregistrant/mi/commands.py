@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Callable, Iterator
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -13,9 +11,9 @@ from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.record import RecordConfig, RecordKey
 from ..store.interface import IRegistrantStore, NoSuchRow, StoreError
-from ..sip.uri import redact_uri
 from ..store.rows import RowError
 from .jsonrpc import Command, CommandTable, MIError, StreamedList, server_error
+from .listing import Listing
 
 log = Logger()
 
@@ -37,50 +35,6 @@ UPSERT = TRIPLE + tuple(
 NOT_FOUND = 404
 
 
-def ctime(when: float) -> str:
-    """OpenSIPS prints times with ctime(); a record that waits for an operator never retries."""
-    return "never" if math.isinf(when) else time.ctime(when)
-
-
-def record_view(registrant: Registrant) -> dict[str, object]:
-    """One reg_list entry: OpenSIPS's keys and order, then ours.  Never the credentials."""
-    config = registrant.config
-    view: dict[str, object] = {
-        "AOR": redact_uri(config.aor),
-        "expires": registrant.expires,
-        "state": registrant.state.name,
-        "enabled": "yes" if registrant.enabled else "no",
-        "last_register_sent": ctime(registrant.last_register_sent),
-        "registration_t_out": ctime(registrant.registration_timeout),
-        "registrar": redact_uri(config.registrar),
-        "binding": redact_uri(config.binding_uri),
-    }
-    if config.binding_params:
-        view["binding_params"] = config.binding_params
-    if config.third_party_registrant:
-        view["third_party_registrant"] = redact_uri(config.third_party_registrant)
-    if config.forced_socket:
-        view["socket"] = config.forced_socket
-    if config.proxy:
-        view["proxy"] = redact_uri(config.proxy)
-    destination = registrant.destination
-    if destination is not None and registrant.last_code is not None:
-        view["dst_IP"] = "IPv6" if ":" in destination.host else "IPv4"
-        view["ip"] = destination.host
-    shtag = config.shtag
-    if shtag is not None:
-        view["shtag"], view["cluster_id"] = shtag
-    if registrant.service_route:
-        view["service_route"] = registrant.service_route
-    if registrant.associated_uris:
-        view["associated_uris"] = registrant.associated_uris
-    view["last_code"] = registrant.last_code
-    view["last_reason"] = registrant.last_reason
-    view["failures"] = registrant.failures
-    view["next_attempt"] = ctime(registrant.registration_timeout)
-    return view
-
-
 def _key(params: dict[str, object]) -> RecordKey:
     return RecordKey(str(params["aor"]), str(params["contact"]), str(params["registrar"]))
 
@@ -98,11 +52,13 @@ class RegistrantCommands:
         store: IRegistrantStore,
         validate: Callable[[dict[str, object]], RecordConfig],
         on_row_skipped: Callable[[], None] = lambda: None,
+        listing: Listing | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
         self.validate = validate
         self.on_row_skipped = on_row_skipped
+        self.listing = listing if listing is not None else Listing(engine)
 
     def table(self) -> CommandTable:
         table = CommandTable()
@@ -126,13 +82,13 @@ class RegistrantCommands:
 
     def reg_list(self, params: dict[str, object]) -> object:
         if params:
-            return {"Registrant": record_view(self._find(params))}
+            return {"Registrant": self.listing.view(self._find(params))}
         return StreamedList("Records", self._views())
 
     def _views(self) -> Iterator[dict[str, object]]:
         # A snapshot: records added or dropped while the list streams do not break it.
         for registrant in list(self.engine):
-            yield record_view(registrant)
+            yield self.listing.view(registrant)
 
     @inlineCallbacks
     def reg_reload(self, params: dict[str, object]) -> Deferred:
@@ -149,6 +105,7 @@ class RegistrantCommands:
             except RowError as e:
                 self.on_row_skipped()
                 raise MIError(400, "Bad registrant row", e.reason)
+            self.listing.reloading([config])
             self.engine.upsert(config)
             return "OK"
         try:
@@ -158,6 +115,8 @@ class RegistrantCommands:
         for row_id, reason in result.skipped:
             log.warn("skipped row {id}: {reason}", id=row_id, reason=reason)
             self.on_row_skipped()
+        self.listing.forget_gone()
+        self.listing.reloading(result.records)
         self.engine.apply(result.records)
         return "OK"
 
@@ -225,6 +184,7 @@ class RegistrantCommands:
         except StoreError as e:
             raise server_error(f"database error: {e}")
         # The unREGISTER goes on after the reply; the record is dropped when it is done.
+        self.listing.forget_gone()
         self.engine.remove(key)
         return "OK"
 

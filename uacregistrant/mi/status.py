@@ -31,7 +31,7 @@ from twisted.web.server import Request
 from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.states import FAILED, State
-from .commands import record_view
+from .listing import Listing
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -72,7 +72,7 @@ SORT_KEYS: dict[str, Callable[[Registrant], Any]] = {
     "state": lambda r: (int(r.state), r.config.aor),
     "last_code": lambda r: (_present(r.last_code), r.config.aor),
     "expires": lambda r: (r.expires, r.config.aor),
-    "registration_t_out": lambda r: (r.registration_timeout, r.config.aor),
+    "next_attempt": lambda r: (r.registration_timeout, r.config.aor),
     "failures": lambda r: (r.failures, r.config.aor),
     "shtag": lambda r: (_present(_shtag(r)), r.config.aor),
 }
@@ -174,16 +174,16 @@ def _epoch(when: float) -> float | None:
     return None if when == 0 or math.isinf(when) else when
 
 
-def status_view(registrant: Registrant) -> dict[str, object]:
-    """``record_view`` plus machine-readable times (epoch seconds, null when there is none)."""
-    view = record_view(registrant)
+def status_view(listing: Listing, registrant: Registrant) -> dict[str, object]:
+    """The reg_list entry plus machine-readable times (epoch seconds, null when there is none)."""
+    view = listing.view(registrant)
     view["last_register_sent_epoch"] = _epoch(registrant.last_register_sent)
-    view["registration_t_out_epoch"] = _epoch(registrant.registration_timeout)
+    view["next_attempt_epoch"] = _epoch(registrant.registration_timeout)
     view["waits_for_operator"] = math.isinf(registrant.registration_timeout)
     return view
 
 
-def select(engine: Iterable[Registrant], query: Query) -> dict[str, object]:
+def select(engine: Iterable[Registrant], query: Query, listing: Listing) -> dict[str, object]:
     """One pass over the records: counts per state and sharing tag, then the page."""
     # Counted by the raw values and named afterwards: 100,000 enum .name look-ups cost more.
     by_state: Counter[State] = Counter()
@@ -215,7 +215,7 @@ def select(engine: Iterable[Registrant], query: Query) -> dict[str, object]:
         "limit": query.limit,
         "counts": {state.name: by_state[state] for state in State},
         "shtags": dict(shtags),
-        "records": [status_view(r) for r in ordered[query.offset : end]],
+        "records": [status_view(listing, r) for r in ordered[query.offset : end]],
     }
 
 
@@ -243,9 +243,10 @@ class _Records(Resource):
 
     isLeaf = True
 
-    def __init__(self, engine: Engine, activity: Activity, token: bytes | None) -> None:
+    def __init__(self, engine: Engine, listing: Listing, activity: Activity, token: bytes | None) -> None:
         super().__init__()
         self._engine = engine
+        self._listing = listing
         self._activity = activity
         self._token = token
 
@@ -260,7 +261,7 @@ class _Records(Resource):
         except QueryError as e:
             request.setResponseCode(400)
             return _dumps({"error": str(e)})
-        body = select(self._engine, query)
+        body = select(self._engine, query, self._listing)
         body["now"] = self._engine.clock.seconds()
         body["activity"] = {"step": ACTIVITY_STEP, "series": self._activity.series()}
         return _dumps(body)
@@ -288,10 +289,10 @@ class StatusResource(Resource):
     activity chart.  With ``token`` set, ``records.json`` wants
     ``Authorization: Bearer <token>`` like ``/mi``; the page itself and its
     static files carry no data and are served to anyone, so the page can ask
-    for the token.
+    for the token.  ``listing`` is reg_list's (one is made if not given).
     """
 
-    def __init__(self, engine: Engine, *, token: str | None = None) -> None:
+    def __init__(self, engine: Engine, *, token: str | None = None, listing: Listing | None = None) -> None:
         super().__init__()
         self._index = _read_static("index.html")
         activity = Activity(engine.clock.seconds)
@@ -301,7 +302,12 @@ class StatusResource(Resource):
             self.putChild(path, _Static(_read_static(name), content_type))
         self.putChild(
             b"records.json",
-            _Records(engine, activity, token.encode("utf-8") if token is not None else None),
+            _Records(
+                engine,
+                listing if listing is not None else Listing(engine),
+                activity,
+                token.encode("utf-8") if token is not None else None,
+            ),
         )
 
     def getChild(self, path: bytes, request: Request) -> Resource:

@@ -197,15 +197,15 @@ function serverNow() {
 
 function countdownText(record) {
   if (record.waits_for_operator) return "waits for operator";
-  if (record.registration_t_out_epoch === null) return record.enabled === "yes" ? "due" : "–";
-  return describeWait(record.registration_t_out_epoch - serverNow());
+  if (record.next_attempt_epoch === null) return record.enabled === "yes" ? "due" : "–";
+  return describeWait(record.next_attempt_epoch - serverNow());
 }
 
 // reg_list's ctime text is in the server's zone; the epoch is shown in the browser's.
 function nextAttemptText(record) {
   if (record.waits_for_operator) return "never";
-  if (record.registration_t_out_epoch === null) return "–";
-  return new Date(record.registration_t_out_epoch * 1000).toLocaleString();
+  if (record.next_attempt_epoch === null) return "–";
+  return new Date(record.next_attempt_epoch * 1000).toLocaleString();
 }
 
 function triple(record) {
