@@ -51,21 +51,15 @@ def test_only_the_password_changes(scheme: str, user: str, password: str, hostpa
 
 
 def test_reg_list_view_masks_a_kept_password() -> None:
-    from types import SimpleNamespace
-
-    from uacregistrant.mi.commands import record_view
+    from tests.registrant.fakes import make_engine
+    from uacregistrant.mi.listing import Listing
     from uacregistrant.registrant.record import RecordConfig
-    from uacregistrant.registrant.states import State
 
     config = RecordConfig(registrar="sip:r.test", aor="sip:bob:secret@example.com",
                           binding_uri="sip:bob:secret@127.0.0.1", expiry=600,
                           third_party_registrant="sip:tp:secret@example.com",
                           proxy="sip:p.test")
-    registrant = SimpleNamespace(
-        config=config, expires=600, state=State.NOT_REGISTERED_STATE, enabled=True,
-        last_register_sent=0.0, registration_timeout=0.0, destination=None, last_code=None,
-        last_reason=None, failures=0, service_route=None, associated_uris=None,
-    )
-    view = record_view(registrant)  # type: ignore[arg-type]
+    engine, _, _ = make_engine()
+    view = Listing(engine).view(engine.upsert(config))
     assert "secret" not in repr(view)
     assert view["AOR"] == "sip:bob:***@example.com"
