@@ -154,6 +154,11 @@ class ShtagManager:
             static_limit_s=config.shtag_static_limit_s,
             flush_runtime=service.runtime.flush,
         )
+        # What the runtime writer kept while the database was away goes as soon
+        # as the store is back, not at the writer's next (backed off) retry.
+        add_recovery_handler = getattr(service.store, "add_recovery_handler", None)
+        if add_recovery_handler is not None:
+            add_recovery_handler(service.runtime.flush)
         registry = service.metrics.registry
         Gauge("uac_registrant_shtags_held", "sharing tags active on this node", registry=registry).set_function(
             lambda: len(manager.held)
