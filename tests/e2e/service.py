@@ -107,20 +107,28 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, step: flo
 
 
 class ServiceProcess:
-    """``twistd -n uac-registrant ARGS`` from this tree; stop() ends it by its PID."""
+    """``twistd -n uac-registrant ARGS`` from this tree; stop() ends it by its PID.
 
-    def __init__(self, workdir: Path, args: Sequence[str], mi_port: int) -> None:
+    ``runner`` replaces ``twistd -n --pidfile=`` (its own options included),
+    e.g. to choose the log observer.
+    """
+
+    def __init__(
+        self, workdir: Path, args: Sequence[str], mi_port: int, runner: Sequence[str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.args = list(args)
         self.mi_port = mi_port
+        self.runner = list(runner) if runner is not None else [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+        ]
         self.log_path = workdir / "service.log"
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_loaded: bool = True) -> "ServiceProcess":
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         command = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "uac-registrant",
+            *self.runner, "uac-registrant",
             "--mi-listen", f"tcp:{self.mi_port}:interface=127.0.0.1",
             *self.args,
         ]

@@ -349,12 +349,16 @@ class Engine:
         # and routine refreshes would drown the log (and cost on the hot path).
         if new in IN_FLIGHT or new is registrant.settled:
             return
+        # Fixed key=value fields, for grep and log shippers; the reason phrase
+        # came from the network, hence quoted (!r keeps it on one line).
         log.info(
-            "{aor} -> {binding} at {registrar}: {state} ({code} {reason})",
+            "state aor={aor} binding={binding} registrar={registrar} old={old} new={new}"
+            " code={code} reason={reason!r}",
             aor=registrant.config.aor,
             binding=registrant.config.binding_uri,
             registrar=registrant.config.registrar,
-            state=new.name,
+            old=registrant.settled.name,
+            new=new.name,
             code=registrant.last_code,
             reason=registrant.last_reason,
         )
