@@ -103,13 +103,18 @@ class FifoFramer:
         self._skipping = False
         return True
 
-    def _header(self) -> Frame | None:
+    def _skip_blanks(self) -> bool:
+        """Drop leading blanks; whether anything is left."""
         buffer = self._buffer
         start = 0
         while start < len(buffer) and buffer[start] in WHITESPACE:
             start += 1
         del buffer[:start]
-        if not buffer:
+        return bool(buffer)
+
+    def _header(self) -> Frame | None:
+        buffer = self._buffer
+        if not self._skip_blanks():
             return None
         if buffer[0] != SEPARATOR:
             self._skipping = True
@@ -136,11 +141,7 @@ class FifoFramer:
     def _body(self) -> Frame | None:
         buffer = self._buffer
         if not self._started:
-            start = 0
-            while start < len(buffer) and buffer[start] in WHITESPACE:
-                start += 1
-            del buffer[:start]
-            if not buffer:
+            if not self._skip_blanks():
                 return None
             if buffer[0] not in b"{[":
                 name, refused = self._name, self._refused
