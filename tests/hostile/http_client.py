@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
@@ -39,6 +41,17 @@ class RawClient(protocol.Protocol):
 
     def send(self, data: bytes) -> None:
         self.transport.write(data)
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Let the reactor run until ``check()`` holds; fail naming ``what``."""
+    from twisted.internet import task
+
+    for _ in range(int(timeout / 0.01)):
+        if check():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def connect(port: int) -> RawClient:

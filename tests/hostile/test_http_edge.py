@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from tests.hostile.http_client import RawClient, body_of, connect, status_of
+from tests.hostile.http_client import RawClient, body_of, connect, status_of, until
 from uacregistrant.mi.jsonrpc import Command, CommandTable, MIResource, StreamedList
 from uacregistrant.mi.metrics import Metrics, MetricsResource
 from uacregistrant.mi.site import EdgeSite, HttpLimits, build_root, make_site
@@ -233,8 +233,7 @@ async def test_request_sent_a_byte_at_a_time_is_cut_at_the_timeout(server: Serve
 @pytest_twisted.ensureDeferred
 async def test_connection_cap_evicts_the_oldest_idle_connection(server: Server) -> None:
     idle = [await connect(server.port) for _ in range(LIMITS.max_connections)]
-    await task.deferLater(reactor, 0.05, lambda: None)
-    assert len(server.site.cap) == LIMITS.max_connections
+    await until(lambda: len(server.site.cap) == LIMITS.max_connections, "every connection accepted")
     newcomer = await connect(server.port)
     await idle[0].closed
     assert not any(c.closed.called for c in idle[1:])
@@ -249,8 +248,7 @@ async def test_connection_cap_refuses_when_every_connection_is_busy(server: Serv
     busy = [await connect(server.port) for _ in range(LIMITS.max_connections)]
     for client in busy:
         client.send(post(call("later")))
-    while len(server.pending) < LIMITS.max_connections:
-        await task.deferLater(reactor, 0.01, lambda: None)
+    await until(lambda: len(server.pending) == LIMITS.max_connections, "every request being answered")
     refused = await connect(server.port)
     assert (await refused.closed) == b""
     assert server.site.cap.refused == 1
@@ -276,8 +274,7 @@ async def test_client_that_does_not_read_its_answer_is_cut(server: Server) -> No
     assert channel is not None, "the server never saw its send buffer fill"
     assert not channel.busy()
     server.clock.advance(LIMITS.idle_timeout + 1)
-    await task.deferLater(reactor, 0.05, lambda: None)
-    assert len(server.site.cap) == 0
+    await until(lambda: len(server.site.cap) == 0, "the stalled connection gone")
     client.transport.resumeProducing()
     await client.closed
 

@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.hostile.http_client import RawClient, connect
+from tests.hostile.http_client import RawClient, connect, until
 from tests.transport.certs import CertificateAuthority
 from uacregistrant.transport.listen import parse_socket
 from uacregistrant.transport.stream import StreamLimits, StreamSocket
@@ -57,9 +57,6 @@ class Listener:
         self.socket = StreamSocket(parse_socket(spec), ClockedReactor(self.clock), tls, self.receiver, LIMITS)
         self.port = self.socket.listen().port
 
-    async def settle(self) -> None:
-        await task.deferLater(reactor, 0.05, lambda: None)
-
 
 @pytest_twisted.async_yield_fixture
 async def listener() -> AsyncIterator[Listener]:
@@ -73,7 +70,7 @@ async def listener() -> AsyncIterator[Listener]:
 @pytest_twisted.ensureDeferred
 async def test_idle_accepted_connection_is_closed(listener: Listener) -> None:
     client = await connect(listener.port)
-    await listener.settle()
+    await until(lambda: len(listener.socket.cap) == 1, "the connection accepted")
     listener.clock.advance(LIMITS.idle_timeout - 1)
     assert not client.closed.called
     listener.clock.advance(2)
@@ -83,10 +80,11 @@ async def test_idle_accepted_connection_is_closed(listener: Listener) -> None:
 @pytest_twisted.ensureDeferred
 async def test_each_whole_message_restarts_the_idle_timer(listener: Listener) -> None:
     client = await connect(listener.port)
-    for _ in range(3):
+    await until(lambda: len(listener.socket.cap) == 1, "the connection accepted")
+    for count in range(1, 4):
         listener.clock.advance(LIMITS.idle_timeout - 1)
         client.send(OPTIONS)
-        await listener.settle()
+        await until(lambda: len(listener.receiver.messages) == count, "the message")
     assert not client.closed.called
     assert len(listener.receiver.messages) == 3
 
@@ -94,7 +92,7 @@ async def test_each_whole_message_restarts_the_idle_timer(listener: Listener) ->
 @pytest_twisted.ensureDeferred
 async def test_message_trickled_a_byte_at_a_time_is_cut(listener: Listener) -> None:
     client = await connect(listener.port)
-    await listener.settle()
+    await until(lambda: len(listener.socket.cap) == 1, "the connection accepted")
     for byte in OPTIONS[:80]:
         client.send(bytes([byte]))
         await task.deferLater(reactor, 0.005, lambda: None)
@@ -108,15 +106,13 @@ async def test_message_trickled_a_byte_at_a_time_is_cut(listener: Listener) -> N
 @pytest_twisted.ensureDeferred
 async def test_cap_closes_the_oldest_accepted_connection(listener: Listener) -> None:
     clients: list[RawClient] = []
-    for _ in range(LIMITS.max_connections):
+    for count in range(1, LIMITS.max_connections + 1):
         clients.append(await connect(listener.port))
-        await listener.settle()
-    assert len(listener.socket.cap) == LIMITS.max_connections
+        await until(lambda: len(listener.socket.cap) == count, "the connection accepted")
     newest = await connect(listener.port)
     await clients[0].closed
     newest.send(OPTIONS)
-    await listener.settle()
-    assert listener.receiver.messages == [OPTIONS]
+    await until(lambda: listener.receiver.messages == [OPTIONS], "the newest connection's message")
     assert not any(c.closed.called for c in clients[1:])
     assert len(listener.socket.cap) == LIMITS.max_connections
     assert listener.socket.cap.evicted == 1
@@ -133,14 +129,14 @@ async def test_tls_connections_are_capped_and_timed_out_alike(tmp_path: Path) ->
         clients = []
         for _ in range(LIMITS.max_connections + 2):
             clients.append(await connect(listener.port))
-            await listener.settle()
+            await until(lambda: listener.socket.cap.evicted + len(listener.socket.cap) == len(clients),
+                        "the connection accepted")
         await clients[0].closed
         await clients[1].closed
         assert len(listener.socket.cap) == LIMITS.max_connections
         listener.clock.advance(LIMITS.idle_timeout + 1)
         for client in clients[2:]:
             await client.closed
-        await listener.settle()
-        assert len(listener.socket.cap) == 0
+        await until(lambda: len(listener.socket.cap) == 0, "every connection closed")
     finally:
         await listener.socket.close()
