@@ -223,6 +223,7 @@ def test_an_owner_not_back_after_the_grace_loses_its_tag_and_steps_down_when_bac
 
 def test_a_cut_off_node_tags_are_taken_and_it_steps_down_when_back_without_unregistering(cluster):
     a, b, sent = registered_on_a(cluster)
+    a.manager.static_limit_s = 0  # stepping down, not the limit, is tested here
     cut = cluster.clock.seconds()
     cluster.server.cut_off("a")
     while not b.held():
@@ -240,6 +241,38 @@ def test_a_cut_off_node_tags_are_taken_and_it_steps_down_when_back_without_unreg
     assert a.sender.sent == []
     [again] = b.answer()
     assert again.header("Call-ID") == sent.header("Call-ID")
+
+
+def test_a_cut_off_node_refused_by_the_registrar_steps_aside_instead_of_a_new_dialog(cluster):
+    a, b, sent = registered_on_a(cluster)
+    a.manager.static_limit_s = 0  # stepping down, not the limit, is tested here
+    cluster.server.cut_off("a")
+    while not b.held():
+        cluster.clock.advance(0.1)
+    cluster.clock.pump([1] * 600)  # both refresh; b's higher CSeq reaches the registrar first
+    [from_a], [from_b] = a.sender.sent, b.answer()
+    a.sender.sent = []
+    assert from_b.cseq > from_a.cseq
+    reply(from_a, 400, "Invalid CSeq number")
+    cluster.clock.advance(0)
+    assert a.get().state is State.NOT_REGISTERED_STATE and not a.manager.active(a.get())
+    assert a.held() == {"vip/1"}  # the tag's other records would go on
+    cluster.clock.pump([1] * 600)
+    assert a.sender.sent == []  # no new dialog over b's
+    [again] = b.answer()
+    assert again.header("Call-ID") == sent.header("Call-ID")
+    cluster.server.cut.clear()
+    cluster.clock.advance(1)
+    assert a.held() == set() and a.sender.sent == []
+
+
+def test_a_refusal_while_connected_is_an_ordinary_failure(cluster):
+    a, b, sent = registered_on_a(cluster)
+    cluster.clock.pump([1] * 600)
+    [refresh] = a.sender.sent
+    a.sender.sent = []
+    reply(refresh, 400, "Bad Request")
+    assert a.get().state is State.REGISTRAR_ERROR_STATE and a.manager.active(a.get())
 
 
 def test_a_node_away_longer_than_the_limit_stops_its_tags(cluster):

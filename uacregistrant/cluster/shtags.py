@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.persist import resume, snapshot
+from ..registrant.record import RecordKey
 from ..registrant.states import State
 from ..store.interface import IRegistrantStore, RuntimeState
 from .locks import ILockBackend, Owner, PostgresLocks, Survey
@@ -130,6 +131,8 @@ class ShtagManager:
         self.pinned: set[str] = set()
         # When the session was lost (None while connected): the held tags are static.
         self.away_since: float | None = None
+        # Records of static tags that stepped aside: the registrar refused their dialog.
+        self._yielded: set[RecordKey] = set()
         self._connected_at = 0.0
         self._free_since: dict[str, float] = {}
         self._loop = LoopingCall(self._tick)
@@ -138,6 +141,7 @@ class ShtagManager:
         self._again = False
         self._stopping = False
         engine.scheduler.active = self.active
+        engine.observers.append(self._refused)
         backend.on_notify = lambda tag: self.poke()
 
     @classmethod
@@ -174,7 +178,7 @@ class ShtagManager:
 
     def active(self, registrant: Registrant) -> bool:
         tag = tag_of(registrant)
-        return tag is None or tag in self.held
+        return tag is None or (tag in self.held and registrant.key not in self._yielded)
 
     def tags(self) -> dict[str, list[Registrant]]:
         """The loaded records by sharing tag (recomputed each time: reg_reload may change them)."""
@@ -322,6 +326,29 @@ class ShtagManager:
             count=len(self.held),
         )
 
+    def _refused(self, registrant: Registrant, old: State, new: State) -> None:
+        """While static, a request the registrar refuses (4xx) in a record's dialog most
+        likely comes after a higher CSeq from a node that took the tag meanwhile: the
+        record steps aside instead of starting a new dialog over the other node's."""
+        if (
+            self.away_since is None
+            or old not in _IN_REFRESH
+            or new is not State.REGISTRAR_ERROR_STATE
+            or not 400 <= (registrant.last_code or 0) < 500
+            or tag_of(registrant) not in self.held
+        ):
+            return
+        self._yielded.add(registrant.key)
+        log.warn(
+            "{aor} refused by the registrar ({code}) while the database is away;"
+            " another node may have taken sharing tag {tag}: stepping aside",
+            aor=registrant.config.aor,
+            code=registrant.last_code,
+            tag=tag_of(registrant),
+        )
+        # Not from inside the machine's own transition.
+        self.clock.callLater(0, registrant.passivate)
+
     @inlineCallbacks
     def _reconnect(self, groups: dict[str, list[Registrant]]) -> Deferred:
         if self.held and self.static_limit_s and self.away_for() >= self.static_limit_s:
@@ -334,6 +361,8 @@ class ShtagManager:
         except Exception as e:
             self._go_static(f"cannot open the cluster session: {e}")
             return
+        # Back on the database: what holds a tag is decided there again.
+        self._yielded.clear()
         kept = 0
         for tag in sorted(self.held):
             holder = survey.owners.get(tag)
