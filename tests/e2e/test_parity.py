@@ -40,3 +40,19 @@ def test_reg_enable_on_an_enabled_record_sends_nothing(lab):  # noqa: F811
     assert (still.call_id, still.cseq) == (bound.call_id, bound.cseq)
     assert cli_json(lab.cli("reg_force_register", *named(lab.triple("alice")))) == "OK"
     wait_until(lambda: lab.bindings("alice")[0].cseq > bound.cseq, 10, "a forced refresh of alice")
+
+
+def epoch(text: str) -> float:
+    return time.mktime(time.strptime(text, "%a %b %d %H:%M:%S %Y"))
+
+
+def test_registration_t_out_is_opensips_deadline_on_the_real_service(lab):  # noqa: F811
+    """Matched: registrant.c ``run_reg_tm_cback``, 200 OK: ``rec->registration_timeout = now +
+    rec->expires - timer_interval;`` — 60 − 2 s after the REGISTER here, while our own
+    refresh (``next_attempt``) comes a timer_interval earlier."""
+    lab.start([lab.row("alice")])
+    lab.wait_states({"alice": "REGISTERED_STATE"})
+    alice = lab.proc.records()[lab.aor("alice")]
+    sent = epoch(alice["last_register_sent"])
+    assert abs(epoch(alice["registration_t_out"]) - (sent + 60 - 2)) <= 1
+    assert abs(epoch(alice["next_attempt"]) - (sent + 60 - 2 * 2)) <= 1
