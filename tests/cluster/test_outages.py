@@ -239,6 +239,16 @@ def test_three_nodes_take_the_tags_of_a_cut_off_node_which_steps_down_or_stops(c
     assert time.monotonic() - cut >= TAKEOVER - TAKEOVER / 3 - 0.5
     assert holding(cluster.nodes["c"]) == {lonely: "static"}
     cluster.watch(3, call_ids)
+    # Both refresh: the taker first, then c, whose CSeq is behind in the same
+    # dialog; the registrar refuses c's, and c steps aside (no new dialog).
+    [user] = [u for u, tag in TAGS.items() if tag == lonely]
+    triple = dict(aor=f"sip:{user}@example.test", contact=f"sip:{user}@127.0.0.1:5999", registrar=cluster.registrar.uri)
+    before = cluster.cseqs()[user]
+    assert cluster.nodes[cluster.owners()[lonely]].mi("reg_force_register", triple)["result"] == "OK"
+    wait_until(lambda: cluster.cseqs()[user] > before, 5, "the taker's refresh")
+    assert cluster.nodes["c"].mi("reg_force_register", triple)["result"] == "OK"
+    wait_until(lambda: "stepping aside" in cluster.nodes["c"].log_text(), 10, "c refused, stepping aside")
+    cluster.watch(3, call_ids)
 
     # c back: it finds its tag held by another node and steps down, without unREGISTER.
     cluster.proxies["c"].heal()

@@ -332,7 +332,6 @@ class ShtagManager:
         record steps aside instead of starting a new dialog over the other node's."""
         if (
             self.away_since is None
-            or old not in _IN_REFRESH
             or new is not State.REGISTRAR_ERROR_STATE
             or not 400 <= (registrant.last_code or 0) < 500
             or tag_of(registrant) not in self.held
