@@ -212,7 +212,7 @@ def test_two_nodes_keep_their_tags_through_a_fast_restart_and_a_long_outage(clus
     wait_until(lambda: cluster.owners() == owners, 2 * TAKEOVER + GRACE, "the same owners back on the database")
     # What was kept back during the outage is written now (a takeover would go on from it).
     wait_until(
-        lambda: all(shared(dsn, "cseq", f"sip:{u}@example.test") == c for u, c in cluster.cseqs().items()),
+        lambda: all(cluster.shared(dsn, "cseq", f"sip:{u}@example.test") == c for u, c in cluster.cseqs().items()),
         15,  # the store reconnects within 10 s, then writes at once
         "the refreshes of the outage shared",
     )
