@@ -80,8 +80,12 @@ def test_opensips_cli_drives_a_mysql_backed_service(lab, mariadb):
     lab.sql("INSERT INTO registrant (registrar, aor, username, password, binding_URI, expiry)"
             " VALUES (?, ?, ?, ?, ?, 60)", *(lab.row("carol")[k] for k in
                                              ("registrar", "aor", "username", "password", "binding_URI")))
+    [bob_before] = lab.bindings("bob")
     assert cli_json(lab.cli("reg_reload")) == "OK"
     wait_until(lambda: lab.bindings("carol"), 10, "carol's binding")
+    # A diff: the unchanged record goes on in the same dialog.
+    [bob_after] = lab.bindings("bob")
+    assert bob_after.call_id == bob_before.call_id
 
     # The database away: a clear error, nothing changed; back: the same command works.
     mariadb.stop()
