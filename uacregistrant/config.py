@@ -145,6 +145,13 @@ class Config:
         )
 
 
+# Parameters given once per value on the command line (``--listen A --listen B``).
+REPEATABLE = frozenset({"listen", "dns_servers"})
+# Parameters whose values are secrets, or may hold one (a URL's password).
+SECRETS = frozenset({"mi_token", "db_url", "event_url"})
+# twisted.logger's level names.
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
 # Conversion of one raw value (a CLI string, or a TOML value) to a field's type.
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -424,10 +431,3 @@ def format_value(value: object) -> str:
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
         return format_address(value)
     return str(value)
-
-
-# Parameters given once per value on the command line (``--listen A --listen B``).
-REPEATABLE = frozenset({"listen", "dns_servers"})
-# Parameters whose values are secrets, or may hold one (a URL's password).
-SECRETS = frozenset({"mi_token", "db_url", "event_url"})
-LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
