@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.service import ServiceProcess, make_table, wait_until
-from tests.e2e.udp_peers import ANSWER, ScriptedRegistrar
 from tests.peers import free_port
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
@@ -19,13 +18,6 @@ STATE_LINE = re.compile(
     r"state aor=sip:alice@example\.test binding=sip:alice@127\.0\.0\.1:\d+ registrar=sip:127\.0\.0\.1:\d+"
     r" old=NOT_REGISTERED_STATE new=REGISTERED_STATE code=200 reason='OK'$"
 )
-
-
-@pytest.fixture
-def registrar():
-    fake = ScriptedRegistrar(ANSWER).start()
-    yield fake
-    fake.stop()
 
 
 def _run(tmp_path: Path, registrar, runner: list[str] | None = None, *extra: str) -> ServiceProcess:

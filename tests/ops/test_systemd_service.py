@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.service import COLUMNS, ServiceProcess, make_table, wait_until
-from tests.e2e.udp_peers import ANSWER, ScriptedRegistrar
 from tests.peers import free_port
 
 # 1 s: the service pings every 0.5 s.
@@ -68,13 +67,6 @@ def _add_row(path: Path, row: dict) -> None:
         values = [row.get(c, 0 if c == "state" else None) for c in COLUMNS]
         db.execute(f"INSERT INTO registrant ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                    values)
-
-
-@pytest.fixture
-def registrar():
-    fake = ScriptedRegistrar(ANSWER).start()
-    yield fake
-    fake.stop()
 
 
 @pytest.mark.timeout(120)
