@@ -143,6 +143,7 @@ BAD_ROWS = [
     ({"username": "alice\r\nX-Evil: 1"}, "username has a control or non-printable character"),
     ({"password": "pw\x00"}, "password has a control or non-printable character"),
     ({"password": "pw\ud800"}, "password has a control or non-printable character"),
+    ({"password": "pw\udcff"}, "password is not valid UTF-8"),
     ({"aor": "sip:alice@example.com\n"}, "aor has a control or non-printable character"),
     ({"cluster_shtag": "vip\t/1"}, "cluster_shtag has a control or non-printable character"),
     ({"forced_socket": "udp:127.0.0.1:5060\x7f"}, "forced_socket has a control or non-printable character"),

@@ -46,7 +46,11 @@ from uacregistrant.store.schema import (
     runtime_from_row,
     runtime_params,
 )
+from uacregistrant.store.sql_ascii import install as install_sql_ascii_codec
 from uacregistrant.store.url import redact_url
+
+# Text of SQL_ASCII databases as UTF-8, bad bytes left to the row validator.
+install_sql_ascii_codec()
 
 T = TypeVar("T")
 

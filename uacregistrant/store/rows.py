@@ -35,6 +35,8 @@ LOGICAL_COLUMNS: tuple[str, ...] = (
 )
 
 _CLUSTER_ID = re.compile(r"[0-9]+")
+# What the surrogateescape error handler makes of a byte that is not UTF-8.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 # Every text field is bounded; the longest standard column is 255 characters,
 # so 1 KiB leaves room for wider local schemas without letting one row hold
@@ -117,6 +119,9 @@ def _text(row: Mapping[str, object], name: str) -> str | None:
     # Control characters (CR, LF, NUL, ...), lone surrogates and other
     # invisible code points: each could split a header or a log line.
     if not value.isprintable():
+        if _ESCAPED_BYTE.search(value):
+            # A byte that was not UTF-8, kept by a lenient decoder.
+            raise RowError(f"{name} is not valid UTF-8")
         raise RowError(f"{name} has a control or non-printable character")
     return value
 
