@@ -45,6 +45,7 @@ from .store.rows import record_from_row
 from .transport.dns import SIPResolver, make_resolver
 from .transport.interfaces import IRequestSender
 from .transport.layer import TransactionLayer
+from .transport.cap import ensure_descriptors
 from .transport.stream import StreamLimits
 from .transport.tls import TLSSettings
 
@@ -212,9 +213,23 @@ class RegistrantService(MultiService):
             self._socket_names = tuple(str(spec) for spec in self.layer.sockets)
         if self._serve_mi:
             self._start_mi()
+        self._check_descriptors()
         self.loaded = self._load()
         if self.cluster is not None:
             self.cluster.start()
+
+    def _check_descriptors(self) -> None:
+        config = self.config
+        streams = sum(1 for spec in config.listen if spec.transport != "udp")
+        capped = config.mi_max_connections * self._serve_mi + config.tcp_max_connections * streams
+        needed, limit = ensure_descriptors(capped)
+        if limit < needed:
+            log.warn(
+                "open file limit {limit} is below the {needed} the connection caps need"
+                " (mi_max_connections, tcp_max_connections): raise LimitNOFILE or lower the caps",
+                limit=limit,
+                needed=needed,
+            )
 
     def _start_mi(self) -> None:
         table = self.commands.table()

@@ -140,3 +140,36 @@ async def test_tls_connections_are_capped_and_timed_out_alike(tmp_path: Path) ->
         await until(lambda: len(listener.socket.cap) == 0, "every connection closed")
     finally:
         await listener.socket.close()
+
+
+@pytest.mark.parametrize(
+    ("limits", "capped", "raised_to", "now"),
+    [
+        ((1024, 4096), 1000, 1256, 1256),  # raised to the need
+        ((1024, 1100), 1000, 1100, 1100),  # raised as far as the hard limit allows
+        ((65536, 65536), 1000, None, 65536),  # enough already: untouched
+    ],
+)
+def test_soft_descriptor_limit_is_raised_towards_the_caps(
+    limits: tuple[int, int], capped: int, raised_to: int | None, now: int
+) -> None:
+    import resource
+
+    from uacregistrant.transport.cap import ensure_descriptors
+
+    calls: list[tuple[int, tuple[int, int]]] = []
+    needed, soft = ensure_descriptors(
+        capped, getrlimit=lambda which: limits, setrlimit=lambda which, value: calls.append((which, value))
+    )
+    assert needed == capped + 256
+    assert soft == now
+    assert calls == ([] if raised_to is None else [(resource.RLIMIT_NOFILE, (raised_to, limits[1]))])
+
+
+def test_a_refused_raise_leaves_the_limit_as_it_was() -> None:
+    from uacregistrant.transport.cap import ensure_descriptors
+
+    def refuse(which: int, value: tuple[int, int]) -> None:
+        raise ValueError("not allowed")
+
+    assert ensure_descriptors(2000, getrlimit=lambda which: (1024, 4096), setrlimit=refuse) == (2256, 1024)

@@ -7,6 +7,7 @@ whole stays below its descriptor limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -72,3 +73,36 @@ class Refused(TwistedProtocol):
 
     def connectionMade(self) -> None:
         self.transport.abortConnection()
+
+
+# Descriptors the process needs besides the capped connections: listening
+# sockets, UDP sockets, the database, log files, outgoing connections.
+DESCRIPTOR_MARGIN = 256
+
+
+def ensure_descriptors(
+    capped: int,
+    *,
+    getrlimit: Callable[[int], tuple[int, int]] | None = None,
+    setrlimit: Callable[[int, tuple[int, int]], None] | None = None,
+) -> tuple[int, int]:
+    """Raise the soft descriptor limit towards what the caps need.
+
+    ``capped`` is the sum of every listener's cap.  Returns (needed, soft
+    limit now): the caller warns when the limit stays below the need, since
+    past it an accept fails with EMFILE whatever the caps say.
+    """
+    import resource
+
+    getrlimit = getrlimit or resource.getrlimit
+    setrlimit = setrlimit or resource.setrlimit
+    needed = capped + DESCRIPTOR_MARGIN
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return needed, soft
