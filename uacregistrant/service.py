@@ -29,11 +29,13 @@ from .mi.events import EventPoster
 from .mi.fifo import FifoError, MIFifo
 from .mi.health import Health, HealthResource
 from .mi.jsonrpc import MIResource
-from .mi.metrics import Metrics, MetricsResource
+from .mi.metrics import Metrics, MetricsObserver, MetricsResource
 from .mi.site import HttpLimits, build_root, make_site
 from .mi.status import StatusResource
 from .registrant.engine import Engine
+from .registrant.keepalive import Keepalives
 from .registrant.machine import Registrant
+from .registrant.observer import Transitions
 from .registrant.persist import RuntimeWriter, resume
 from .registrant.policy import Timing
 from .registrant.states import IN_FLIGHT, State
@@ -104,6 +106,8 @@ class RegistrantService(MultiService):
                 ),
             )
             sender = self.layer
+        # Clustering: sharing tags decide which records this node registers.
+        self.cluster: ShtagManager | None = None
         self.engine = Engine(
             clock=reactor,
             sender=sender,
@@ -119,22 +123,25 @@ class RegistrantService(MultiService):
             max_register_rate=config.max_register_rate,
             user_agent=config.user_agent,
             rng=rng,
-            keepalive_interval=config.keepalive_interval,
+            keepalives=(
+                Keepalives(reactor, sender.send_keepalive, interval=config.keepalive_interval, rng=rng)
+                if isinstance(sender, TransactionLayer)
+                else None
+            ),
+            active=self._registers_here,
         )
+        if isinstance(sender, TransactionLayer):
+            sender.flow_observers.append(self.engine.flow_lost)
         self.metrics = Metrics(
             state_counts=self.engine.state_counts,
             transport_stats=self._transport_stats,
             slots_reclaimed=lambda: self.engine.scheduler.reclaimed,
         )
-        self.engine.sent_observers.append(self._count_sent)
-        self.engine.reply_observers.append(lambda registrant, code: self.metrics.reply(code))
-        self.engine.destination_observers.append(self.metrics.destination)
-        self.engine.scheduler.on_rate_limited = self.metrics.rate_limited
-        self.engine.observers.append(self._count_transition)
+        self.engine.subscribe(MetricsObserver(self.metrics))
         self.events: EventPoster | None = None
         if config.event_url:
             self.events = EventPoster(config.event_url, clock=reactor)
-            self.engine.observers.append(self._post_event)
+            self.engine.subscribe(Transitions(self._post_event))
         self.runtime = RuntimeWriter(self.engine, self.store, reactor)
         self.table_loaded = Gauge(
             "uac_registrant_table_loaded",
@@ -163,21 +170,22 @@ class RegistrantService(MultiService):
         self._mi_port = None
         self._fifo: MIFifo | None = None
         self.mi_address = None
-        # Clustering: sharing tags decide which records this node registers.
-        self.cluster: ShtagManager | None = None
         if config.enable_clustering:
             self.cluster = ShtagManager.for_service(self)
-        else:
-            # As OpenSIPS: a record with a sharing tag is loaded and listed, and
-            # registered only by a node where clustering makes the tag active.
-            self.engine.scheduler.active = lambda registrant: tag_of(registrant) is None
         self._socket_names: tuple[str, ...] = ()
+
+    def _registers_here(self, registrant: Registrant) -> bool:
+        if self.cluster is not None:
+            return self.cluster.active(registrant)
+        # As OpenSIPS: a record with a sharing tag is loaded and listed, and
+        # registered only by a node where clustering makes the tag active.
+        return tag_of(registrant) is None
 
     # -- embedding ---------------------------------------------------------------
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call ``subscriber(registrant, old_state, new_state)`` on every state change."""
-        self.engine.observers.append(subscriber)
+        self.engine.subscribe(Transitions(subscriber))
 
     def health(self) -> Health:
         """What ``/health`` answers: table loaded, database answering, records by state."""
@@ -325,7 +333,7 @@ class RegistrantService(MultiService):
         if self.cluster is None:
             self._warn_tagged()
             # A tagged record is never registered without clustering: nothing to resume.
-            select = self.engine.scheduler.active
+            select = self.engine.active
         resumed = resume(self.engine, saved, self.reactor.seconds(), select)
         self.engine.start()
         self.table_loaded.set(1)
@@ -409,13 +417,6 @@ class RegistrantService(MultiService):
             return {}
         stats = self.layer.stats
         return {name: getattr(stats, attr) for name, attr in _TRANSPORT_STATS.items()}
-
-    def _count_sent(self, registrant: Registrant, kind: str) -> None:
-        self.metrics.register_sent("unregister" if kind == "remove-all" else kind)
-
-    def _count_transition(self, registrant: Registrant, old: State, new: State) -> None:
-        if new is State.WRONG_CREDENTIALS_STATE:
-            self.metrics.auth_failure()
 
     def _post_event(self, registrant: Registrant, old: State, new: State) -> None:
         config = registrant.config

@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
+from uacregistrant.registrant.observer import Transitions
 from uacregistrant.registrant.states import State
 
 from .chromium import chromium_driver, save_screenshot
@@ -109,7 +110,7 @@ def entered(lab: Lab, aor: str, state: State) -> defer.Deferred:
             fired.append(registrant)
             reactor.callLater(0, d.callback, registrant)
 
-    lab.engine.observers.append(watch)
+    lab.engine.subscribe(Transitions(watch))
     return d.addTimeout(WAIT, reactor)
 
 

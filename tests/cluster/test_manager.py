@@ -24,7 +24,11 @@ def tagged(user: str, tag: str):
 class Node:
     def __init__(self, name: str, cluster: "Cluster", records) -> None:
         self.name = name
-        self.engine, self.sender, _ = make_engine(cluster.clock)
+        self.dead = False
+        # The engine asks the manager which records this node registers.
+        self.engine, self.sender, _ = make_engine(
+            cluster.clock, active=lambda r: not self.dead and self.manager.active(r)
+        )
         self.writer = RuntimeWriter(self.engine, cluster.store, cluster.clock)
         self.locks = FakeLocks(cluster.server, name)
         self.manager = ShtagManager(
@@ -112,7 +116,7 @@ def test_records_without_a_tag_are_registered_everywhere(cluster):
 def kill(node: Node) -> None:
     """What the others see of a node killed with SIGKILL: its session ends, nothing else."""
     node.manager._loop.stop()
-    node.engine.scheduler.active = lambda registrant: False
+    node.dead = True
     node.locks.server.drop(node.name)
 
 

@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from uacregistrant.registrant.engine import Engine
+from uacregistrant.registrant.keepalive import Keepalives
 from uacregistrant.registrant.policy import Timing
 from uacregistrant.registrant.record import RecordConfig
 from uacregistrant.sip.message import Request, Response, parse_message
@@ -91,10 +92,17 @@ def make_engine(
     timer_interval: float = 10,
     hash_size: int = 1,
     sender: FakeSender | None = None,
+    flows: bool = False,
     **kw,
 ) -> tuple[Engine, FakeSender, Clock]:
+    """An engine on a fake sender; with ``flows`` the sender's keep-alives and
+    flow losses are wired as the service wires the transaction layer's."""
     clock = clock or Clock()
     sender = sender if sender is not None else FakeSender()
+    if flows:
+        kw["keepalives"] = Keepalives(
+            clock, sender.send_keepalive, interval=kw.pop("keepalive_interval", 0), rng=random.Random(3)
+        )
     timing = Timing(
         timer_interval=timer_interval,
         failure_retry_interval=kw.pop("failure_retry_interval", 60),
@@ -106,13 +114,15 @@ def make_engine(
         clock=clock,
         sender=sender,
         # Records here name registrars by IP: the resolver never asks DNS.
-        resolver=SIPResolver(resolver=None, clock=clock),
+        resolver=kw.pop("resolver", None) or SIPResolver(resolver=None, clock=clock),
         timing=timing,
         hash_size=hash_size,
         user_agent="uac-registrant test",
         rng=random.Random(7),
         **kw,
     )
+    if flows:
+        sender.flow_observers.append(engine.flow_lost)
     return engine, sender, clock
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from twisted.logger import globalLogPublisher
 
+from uacregistrant.registrant.observer import Transitions
 from uacregistrant.registrant.states import IN_FLIGHT, State
 
 from .fakes import CHALLENGE, make_engine, record, reply, timeout
@@ -104,8 +105,7 @@ def test_a_bad_flow_timer_or_retry_after_counts_as_absent(value):
     reply(sender.pop(), 200, "OK", f"Contact: <{BINDING}>;expires=600", f"Flow-Timer: {value}")
     registrant = engine.get(record().key)
     assert registrant.state is State.REGISTERED_STATE and registrant.flow_timer is None
-    registrant.force()
-    engine.scheduler.visit_now(registrant)
+    engine.force_register(registrant.key)
     reply(sender.pop(), 503, "Busy", f"Retry-After: {value}")
     assert registrant.state is State.REGISTRAR_ERROR_STATE
 
@@ -197,8 +197,8 @@ def test_a_fault_in_an_observer_stops_neither_the_record_nor_the_others(logged):
     def broken(registrant, old, new):
         raise RuntimeError("observer bug")
 
-    engine.observers.insert(0, broken)
-    engine.observers.append(lambda registrant, old, new: seen.append(new))
+    engine.subscribe(Transitions(broken))
+    engine.subscribe(Transitions(lambda registrant, old, new: seen.append(new)))
     engine.apply([record()])
     engine.start()
     clock.pump([1] * TI)
@@ -214,7 +214,7 @@ def test_the_watchdog_reclaims_a_slot_with_nothing_in_flight():
     assert registrant.state is State.REGISTERING_STATE and engine.scheduler.in_flight == 1
     # A bug elsewhere drops the pending request without settling the record.
     sender.pop()
-    registrant._pending = None
+    registrant.pending = None
     clock.pump([1] * TI)
     assert engine.scheduler.reclaimed == 1
     assert registrant.state is State.INTERNAL_ERROR_STATE

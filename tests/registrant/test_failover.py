@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
 
 from uacregistrant.registrant.states import State
 from uacregistrant.transport.dns import Targets
@@ -29,8 +30,8 @@ class FakeResolver:
 
 
 def start():
-    engine, sender, clock = make_engine()
-    engine.resolver = FakeResolver(clock)
+    clock = Clock()
+    engine, sender, clock = make_engine(clock, resolver=FakeResolver(clock))
     engine.apply([record(registrar="sip:registrar.example.test")])
     engine.start()
     clock.pump([1] * TI)
@@ -80,7 +81,7 @@ def test_other_failures_do_not_fail_over():
 
 def test_the_target_that_answered_is_kept_and_re_resolved_after_the_ttl():
     engine, sender, clock = start()
-    resolver = engine.resolver
+    resolver = engine.router.resolver
     timeout(sender.pop())
     reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>;expires=600")
     assert len(resolver.asked) == 1

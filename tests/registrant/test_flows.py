@@ -24,7 +24,7 @@ class FlowSender(FakeSender):
 
 
 def engine_with_flows(**kw):
-    return make_engine(sender=FlowSender(), **kw)
+    return make_engine(sender=FlowSender(), flows=True, **kw)
 
 
 def bind(engine, sender, clock, config, *headers):

@@ -168,8 +168,7 @@ def test_granted_expires_falls_back_to_the_expires_header_then_the_previous_valu
     reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>", "Expires: 240")
     registrant = engine.get(record().key)
     assert registrant.expires == 240
-    registrant.force()
-    engine.scheduler.visit_now(registrant)
+    engine.force_register(registrant.key)
     reply(sender.pop(), 200, "OK", "Contact: <sip:alice@127.0.0.1:5070>")
     assert registrant.expires == 240 and registrant.state is State.REGISTERED_STATE
 
@@ -177,8 +176,7 @@ def test_granted_expires_falls_back_to_the_expires_header_then_the_previous_valu
 def test_requests_keep_asking_for_the_wanted_expiry_not_the_granted_one():
     engine, sender, clock = make_engine()
     registrant = registered(engine, sender, clock, expires=599)
-    registrant.force()
-    engine.scheduler.visit_now(registrant)
+    engine.force_register(registrant.key)
     assert sender.pop().header("Contact").endswith(";expires=600")
 
 

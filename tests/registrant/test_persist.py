@@ -92,8 +92,7 @@ def test_expired_or_unregistered_state_is_not_resumed():
 
 def test_a_standby_writes_nothing():
     store = MemoryStore([record()])
-    engine, sender, clock = make_engine()
-    engine.scheduler.active = lambda registrant: False
+    engine, sender, clock = make_engine(active=lambda registrant: False)
     RuntimeWriter(engine, store, clock)
     engine.apply([record()])
     engine.force_register(record().key)

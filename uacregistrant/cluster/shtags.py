@@ -39,6 +39,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..registrant.engine import Engine
+from ..registrant.observer import Transitions
 from ..registrant.machine import Registrant
 from ..registrant.persist import resume, snapshot
 from ..registrant.record import RecordKey
@@ -140,8 +141,7 @@ class ShtagManager:
         self._busy = False
         self._again = False
         self._stopping = False
-        engine.scheduler.active = self.active
-        engine.observers.append(self._refused)
+        engine.subscribe(Transitions(self._refused))
         backend.on_notify = lambda tag: self.poke()
 
     @classmethod
@@ -310,7 +310,7 @@ class ShtagManager:
             if tag not in self.held:
                 for registrant in registrants:
                     if registrant.state is not State.NOT_REGISTERED_STATE or registrant.bound:
-                        registrant.passivate()
+                        self.engine.passivate(registrant)
 
     # -- fail static -----------------------------------------------------------
 
@@ -401,7 +401,7 @@ class ShtagManager:
         self.pinned.discard(tag)
         self._since.pop(tag, None)
         for registrant in registrants:
-            registrant.passivate()
+            self.engine.passivate(registrant)
         log.warn("sharing tag {tag} stepped down from ({why})", tag=tag, why=why)
 
     # -- taking and giving up -------------------------------------------------
@@ -457,7 +457,7 @@ class ShtagManager:
             self._final_state(registrant, now) for registrant in registrants if registrant.bound
         ]
         for registrant in registrants:
-            registrant.passivate()
+            self.engine.passivate(registrant)
         log.info("sharing tag {tag} given up ({why})", tag=tag, why=why)
         try:
             # Twice: a write already running returns at once and may leave more behind.

@@ -15,6 +15,10 @@ from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ..registrant.machine import Registrant
+from ..registrant.observer import EngineObserver
+from ..registrant.states import State
+
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 REGISTER_KINDS = ("register", "unregister", "auth", "retry")
@@ -67,6 +71,29 @@ class _ScrapeTimeCollector(Collector):
             "In-flight slots the watchdog took back from records with nothing in flight",
             value=self._slots_reclaimed() if self._slots_reclaimed is not None else 0,
         )
+
+
+class MetricsObserver(EngineObserver):
+    """Feeds what the engine tells into ``metrics``."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def sent(self, registrant: Registrant, kind: str) -> None:
+        self.metrics.register_sent("unregister" if kind == "remove-all" else kind)
+
+    def replied(self, registrant: Registrant, code: int) -> None:
+        self.metrics.reply(code)
+
+    def destination(self, destination: object) -> None:
+        self.metrics.destination(destination)
+
+    def rate_limited(self) -> None:
+        self.metrics.rate_limited()
+
+    def transition(self, registrant: Registrant, old: State, new: State) -> None:
+        if new is State.WRONG_CREDENTIALS_STATE:
+            self.metrics.auth_failure()
 
 
 class Metrics:
@@ -129,7 +156,7 @@ class Metrics:
         child.inc()
 
     def destination(self, destination: object) -> None:
-        """Fits ``Engine.destination_observers``: ``str(destination)`` is the label."""
+        """A request went to ``destination``: ``str(destination)`` is the label."""
         child = self._destination_children.get(destination)
         if child is None:
             child = self._destination_children[destination] = self._destinations.labels(

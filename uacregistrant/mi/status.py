@@ -285,7 +285,7 @@ def _read_static(name: str) -> bytes:
 class StatusResource(Resource):
     """The page at its own path; ``app.js``, ``style.css`` and ``records.json`` as children.
 
-    It watches ``engine`` (its ``sent_observers`` and ``observers``) for the
+    It watches ``engine`` (requests sent and state changes) for the
     activity chart.  With ``token`` set, ``records.json`` wants
     ``Authorization: Bearer <token>`` like ``/mi``; the page itself and its
     static files carry no data and are served to anyone, so the page can ask
@@ -296,8 +296,7 @@ class StatusResource(Resource):
         super().__init__()
         self._index = _read_static("index.html")
         activity = Activity(engine.clock.seconds)
-        engine.sent_observers.append(activity.sent)
-        engine.observers.append(activity.transition)
+        engine.subscribe(activity)
         for path, (name, content_type) in _STATIC.items():
             self.putChild(path, _Static(_read_static(name), content_type))
         self.putChild(

@@ -1,8 +1,9 @@
-"""The registrant engine: every record's machine, the scheduler, and the way out.
+"""The registrant engine: every record, the scheduler, the way out, and who watches.
 
-It applies table contents as a diff (start-up and reg_reload), carries out
-operator actions, and fans every state change out to its observers (log,
-metrics, events, runtime persistence).  It knows nothing about HTTP or SQL.
+It applies table contents as a diff (start-up and reg_reload), turns
+operator actions and scheduler visits into events of the record machine
+(carried out by ``executor.Executor``), and tells its observers.  It knows
+nothing about HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from typing import Callable, Iterable
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from ..sip.message import Request, Response
 from ..sip.randomness import BufferedRandom
-from ..transport.dns import Targets
-from ..transport.errors import TransactionTimeout, TransportError
 from ..transport.interfaces import IRequestSender
-from ..transport.listen import Destination, SocketSpec, parse_socket
+from ..transport.listen import Destination
+from .executor import Executor
 from .keepalive import Keepalives
-from .machine import Context, Registrant
+from .machine import Event, Registrant
+from .observer import METHODS, EngineObserver, overridden
 from .policy import Timing
 from .record import RecordConfig, RecordKey
+from .routing import Router
 from .scheduler import Scheduler
 from .states import IN_FLIGHT, State
 
@@ -48,15 +50,24 @@ class _Leaving:
     up when it failed or the timer stopped it first.
     """
 
-    def __init__(self, clock: IReactorTime, leaving: list[Registrant], timeout: float, left: int) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        leaving: list[Registrant],
+        timeout: float,
+        left: int,
+        unregister: Callable[[Registrant], Deferred],
+        stop: Callable[[Registrant], None],
+    ) -> None:
         self.done: Deferred[ShutdownSummary] = Deferred()
         self._waiting = set(leaving)
         self._unregistered = 0
         self._gave_up = 0
         self._left = left
         self._timer = clock.callLater(timeout, self._give_up) if leaving else None
+        self._stop = stop
         for registrant in leaving:
-            registrant.unregister().addCallback(self._settled, registrant)
+            unregister(registrant).addCallback(self._settled, registrant)
         if not self._waiting and not self.done.called:
             self._finish()
 
@@ -75,7 +86,7 @@ class _Leaving:
         self._timer = None
         # stop() releases each record's waiter, which lands in _settled.
         for registrant in list(self._waiting):
-            registrant.stop()
+            self._stop(registrant)
         if not self.done.called:
             self._finish()
 
@@ -94,14 +105,6 @@ class _Leaving:
         self.done.callback(summary)
 
 
-Observer = Callable[[Registrant, State, State], None]
-
-
-def _observer_failed(observer: object, registrant: Registrant) -> None:
-    # An observer's fault is its own: the record and the other observers go on.
-    log.failure("observer {observer!r} failed for {aor}", observer=observer, aor=registrant.config.aor)
-
-
 class Engine:
     def __init__(
         self,
@@ -114,49 +117,53 @@ class Engine:
         max_register_rate: float = 0,
         user_agent: str = "",
         rng: random.Random | None = None,
-        keepalive_interval: float = 0,
+        keepalives: Keepalives | None = None,
+        active: Callable[[Registrant], bool] | None = None,
     ) -> None:
+        """``resolver``: anything with resolve(uri_text) -> Deferred[Targets] (transport.dns.SIPResolver).
+        ``active``: whether this node registers a record now (clustering); all by default."""
         self.clock = clock
-        self.sender = sender
-        # Anything with resolve(uri_text) -> Deferred[Targets], e.g. transport.dns.SIPResolver.
-        self.resolver = resolver
-        self.observers: list[Observer] = [self._log_transition]
-        self.sent_observers: list[Callable[[Registrant, str], None]] = []
-        self.reply_observers: list[Callable[[Registrant, int], None]] = []
-        # Called with each target a request goes to (failover included).
-        self.destination_observers: list[Callable[[Destination], None]] = []
-        self.ctx = Context(
+        self.timing = timing
+        self._observers: dict[str, list[Callable]] = {name: [] for name in METHODS}
+        self.router = Router(clock, sender, resolver, self._on_destination)
+        # A seeded rng (tests) makes the tokens repeatable too.
+        random_bytes = rng.randbytes if rng is not None else BufferedRandom()
+        rng = rng or random.Random()
+        self.executor = Executor(
             clock=clock,
-            send=self._send,
             timing=timing,
+            send=self.router.send,
+            random_bytes=random_bytes,
+            rng=rng,
             user_agent=user_agent,
-            # A seeded rng (tests) makes the tokens repeatable too.
-            random=rng or random.Random(),
-            random_bytes=rng.randbytes if rng is not None else BufferedRandom(),
             on_transition=self._on_transition,
             on_sent=self._on_sent,
-            on_reply=self._on_reply,
+            on_replied=self._on_replied,
+            visit_now=self._visit_now,
         )
+        self.active = active or (lambda registrant: True)
         self.scheduler = Scheduler(
             clock,
             hash_size=hash_size,
             timer_interval=timing.timer_interval,
             max_register_rate=max_register_rate,
+            active=self.active,
+            visit=self._visit,
+            reclaim=self._reclaim,
+            on_rate_limited=self._on_rate_limited,
         )
-        self._sockets: dict[str, SocketSpec] = {}
         # Kept up to date on every transition, so a metrics scrape costs nothing per record.
         self._counts = {state: 0 for state in State}
-        # Optional sender capabilities (the transaction layer has both).
-        self.keepalives: Keepalives | None = None
-        send_keepalive = getattr(sender, "send_keepalive", None)
-        if send_keepalive is not None:
-            self.keepalives = Keepalives(
-                clock, send_keepalive, self._local_socket, interval=keepalive_interval, rng=self.ctx.random
-            )
-            self.observers.append(self.keepalives.on_transition)
-        flow_observers = getattr(sender, "flow_observers", None)
-        if flow_observers is not None:
-            flow_observers.append(self._flow_lost)
+        self.keepalives = keepalives
+        self.subscribe(_TransitionLog())
+        if keepalives is not None:
+            self.subscribe(keepalives)
+
+    def subscribe(self, observer: EngineObserver) -> None:
+        """Tell ``observer`` what happens from now on (only what its class overrides)."""
+        for name in METHODS:
+            if overridden(observer, name):
+                self._observers[name].append(getattr(observer, name))
 
     # -- records ------------------------------------------------------------------
 
@@ -186,12 +193,15 @@ class Engine:
     def upsert(self, config: RecordConfig) -> Registrant:
         registrant = self.scheduler.get(config.key)
         if registrant is None:
-            registrant = Registrant(config, self.ctx)
+            registrant = Registrant(config, self.executor.token)
             self.scheduler.add(registrant)
             self._counts[registrant.state] += 1
         elif registrant.config != config:
-            registrant.reconfigure(config)
-            if registrant.due(self.clock.seconds()):
+            fire = self.executor.fire
+            fire(registrant, Event.RELOAD, config=config)
+            if config.enabled != registrant.enabled:
+                fire(registrant, Event.ENABLE if config.enabled else Event.DISABLE)
+            elif registrant.due(self.clock.seconds()):
                 self.scheduler.visit_now(registrant)
         return registrant
 
@@ -205,26 +215,21 @@ class Engine:
             if self.scheduler.get(key) is registrant:
                 self.scheduler.remove(key)
                 self._counts[registrant.state] -= 1
-            registrant.stop()
+            self.stop(registrant)
 
-        return registrant.unregister().addCallback(drop)
+        return self.unregister(registrant).addCallback(drop)
 
     # -- operator actions ------------------------------------------------------------
 
     def enable(self, key: RecordKey) -> None:
         registrant = self._require(key)
-        registrant.enable()
-        self.scheduler.visit_now(registrant)
+        self.executor.fire(registrant, Event.FORCE if registrant.enabled else Event.ENABLE)
 
     def disable(self, key: RecordKey) -> None:
-        registrant = self._require(key)
-        registrant.disable()
-        self.scheduler.visit_now(registrant)
+        self.executor.fire(self._require(key), Event.DISABLE)
 
     def force_register(self, key: RecordKey) -> None:
-        registrant = self._require(key)
-        registrant.force()
-        self.scheduler.visit_now(registrant)
+        self.executor.fire(self._require(key), Event.FORCE)
 
     def _require(self, key: RecordKey) -> Registrant:
         registrant = self.scheduler.get(key)
@@ -232,18 +237,52 @@ class Engine:
             raise KeyError(key)
         return registrant
 
-    # -- life cycle ----------------------------------------------------------------
+    # -- one record ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.scheduler.start()
+    def unregister(self, registrant: Registrant) -> Deferred:
+        """Remove the record's binding now (shutdown, delete); fires when it settles, whatever the outcome."""
+        done: Deferred = Deferred()
+        if registrant.waiters is None:
+            registrant.waiters = []
+        registrant.waiters.append(done)
+        self.executor.fire(registrant, registrant.shutdown_event())
+        return done
 
-    def _flow_lost(self, flow: Destination) -> None:
+    def stop(self, registrant: Registrant) -> None:
+        """Forget anything in flight for the record; nothing of it is left on the clock."""
+        self.executor.fire(registrant, Event.STOP)
+
+    def passivate(self, registrant: Registrant) -> None:
+        """Another node registers this record now: stop at once, send nothing, keep the dialog."""
+        self.executor.fire(registrant, Event.PASSIVATE)
+
+    def resume(self, registrant: Registrant, call_id: str, from_tag: str, cseq: int, expires: int, granted_at: float) -> None:
+        """Go on with a binding made earlier (by this process before a restart, or
+        by another node): same dialog, next CSeq, refreshed when due."""
+        self.executor.fire(
+            registrant, Event.RESUME, call_id=call_id, from_tag=from_tag, cseq=cseq, expires=expires, granted_at=granted_at
+        )
+
+    def flow_lost(self, flow: Destination) -> None:
         """A TCP/TLS connection closed: its registered records register again at once
         over a new one (RFC 5626 §4.4)."""
         for registrant in self.scheduler:
             if registrant.destination == flow and registrant.state is State.REGISTERED_STATE:
-                registrant.force()
-                self.scheduler.visit_now(registrant)
+                self.executor.fire(registrant, Event.FORCE)
+
+    def _visit(self, registrant: Registrant) -> None:
+        self.executor.fire(registrant, registrant.visit_event())
+
+    def _reclaim(self, registrant: Registrant) -> None:
+        self.executor.fault(registrant, Failure(RuntimeError("in a sending state with nothing in flight")))
+
+    def _visit_now(self, registrant: Registrant) -> None:
+        self.scheduler.visit_now(registrant)
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.start()
 
     def shutdown(self, unregister: bool, timeout: float) -> Deferred[ShutdownSummary]:
         """Stop scheduling; with ``unregister``, unREGISTER every bound record (and every
@@ -259,64 +298,9 @@ class Engine:
         leaving = [r for r in registrants if unregister and (r.bound or r.state in IN_FLIGHT)]
         staying = [r for r in registrants if not (r.bound or r.state in IN_FLIGHT)] if unregister else registrants
         for registrant in staying:
-            registrant.stop()
+            self.stop(registrant)
         left = 0 if unregister else sum(1 for r in registrants if r.bound)
-        return _Leaving(self.clock, leaving, timeout, left).done
-
-    # -- the way out -----------------------------------------------------------------
-    # -- the way out -----------------------------------------------------------------
-
-    def _send(self, registrant: Registrant, request: Request) -> Deferred:
-        """Send to the record's next hop (RFC 3263), failing over to the next target
-        on a timeout, a transport error or a 503."""
-        targets = registrant.targets
-        if targets is not None and self.clock.seconds() < targets.expires_at:
-            return self._attempt(registrant, request, targets, self._first(registrant, targets))
-        config = registrant.config
-
-        def resolved(targets: Targets) -> Deferred:
-            registrant.targets = targets
-            return self._attempt(registrant, request, targets, self._first(registrant, targets))
-
-        return self.resolver.resolve(config.proxy or config.registrar).addCallback(resolved)
-
-    @staticmethod
-    def _first(registrant: Registrant, targets: Targets) -> Destination:
-        # Stay where the last request went while it works; after a failure
-        # start again from the most preferred target.
-        if registrant.failures == 0 and registrant.destination in targets.destinations:
-            return registrant.destination
-        return targets.destinations[0]
-
-    def _attempt(
-        self, registrant: Registrant, request: Request, targets: Targets, destination: Destination
-    ) -> Deferred:
-        registrant.destination = destination
-        for observer in self.destination_observers:
-            observer(destination)
-        sent = self.sender.send_request(request, destination, self._local_socket(registrant.config.forced_socket))
-        following = targets.after(destination) if len(targets.destinations) > 1 else None
-        if following is None:
-            return sent
-
-        def answered(response: Response):
-            if response.status == 503:
-                return self._attempt(registrant, request, targets, following)
-            return response
-
-        def failed(failure):
-            failure.trap(TransactionTimeout, TransportError)
-            return self._attempt(registrant, request, targets, following)
-
-        return sent.addCallbacks(answered, failed)
-
-    def _local_socket(self, text: str | None) -> SocketSpec | None:
-        if not text:
-            return None
-        spec = self._sockets.get(text)
-        if spec is None:
-            spec = self._sockets[text] = parse_socket(text)
-        return spec
+        return _Leaving(self.clock, leaving, timeout, left, self.unregister, self.stop).done
 
     # -- observers ------------------------------------------------------------------
 
@@ -324,27 +308,51 @@ class Engine:
         self._counts[old] -= 1
         self._counts[new] += 1
         self.scheduler.note_transition(old, new)
-        for observer in self.observers:
+        for observer in self._observers["transition"]:
             try:
                 observer(registrant, old, new)
             except Exception:
-                _observer_failed(observer, registrant)
+                _observer_failed(observer, registrant.config.aor)
 
     def _on_sent(self, registrant: Registrant, kind: str) -> None:
-        for observer in self.sent_observers:
+        for observer in self._observers["sent"]:
             try:
                 observer(registrant, kind)
             except Exception:
-                _observer_failed(observer, registrant)
+                _observer_failed(observer, registrant.config.aor)
 
-    def _on_reply(self, registrant: Registrant, code: int) -> None:
-        for observer in self.reply_observers:
+    def _on_replied(self, registrant: Registrant, code: int) -> None:
+        for observer in self._observers["replied"]:
             try:
                 observer(registrant, code)
             except Exception:
-                _observer_failed(observer, registrant)
+                _observer_failed(observer, registrant.config.aor)
 
-    def _log_transition(self, registrant: Registrant, old: State, new: State) -> None:
+    def _on_destination(self, destination: Destination) -> None:
+        for observer in self._observers["destination"]:
+            try:
+                observer(destination)
+            except Exception:
+                _observer_failed(observer, None)
+
+    def _on_rate_limited(self) -> None:
+        for observer in self._observers["rate_limited"]:
+            try:
+                observer()
+            except Exception:
+                _observer_failed(observer, None)
+
+    def state_counts(self) -> dict[str, int]:
+        return {state.name: count for state, count in self._counts.items()}
+
+
+def _observer_failed(observer: object, aor: str | None) -> None:
+    # An observer's fault is its own: the record and the other observers go on.
+    log.failure("observer {observer!r} failed (record {aor})", observer=observer, aor=aor)
+
+
+class _TransitionLog(EngineObserver):
+    def transition(self, registrant: Registrant, old: State, new: State) -> None:
         # One line when a record settles in another state; requests in flight
         # and routine refreshes would drown the log (and cost on the hot path).
         if new in IN_FLIGHT or new is registrant.settled:
@@ -362,6 +370,3 @@ class Engine:
             code=registrant.last_code,
             reason=registrant.last_reason,
         )
-
-    def state_counts(self) -> dict[str, int]:
-        return {state.name: count for state, count in self._counts.items()}

@@ -19,6 +19,8 @@ from twisted.logger import Logger
 
 from ..transport.listen import Destination
 from .machine import Registrant
+from .observer import EngineObserver
+from .routing import local_socket as parse_local_socket
 from .record import RecordKey
 from .states import State
 
@@ -27,12 +29,12 @@ log = Logger()
 SendKeepalive = Callable[[Destination, object], Deferred]
 
 
-class Keepalives:
+class Keepalives(EngineObserver):
     def __init__(
         self,
         clock: IReactorTime,
         send_keepalive: SendKeepalive,
-        local_socket: Callable[[str | None], object],
+        local_socket: Callable[[str | None], object] = parse_local_socket,
         *,
         interval: float = 0,
         rng: random.Random | None = None,
@@ -47,7 +49,7 @@ class Keepalives:
         self._calls: dict[tuple, IDelayedCall] = {}
         self._flow_of: dict[RecordKey, tuple] = {}
 
-    def on_transition(self, registrant: Registrant, old: State, new: State) -> None:
+    def transition(self, registrant: Registrant, old: State, new: State) -> None:
         key = registrant.key
         if new is State.REGISTERED_STATE:
             period = self._period(registrant)

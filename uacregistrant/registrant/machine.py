@@ -1,84 +1,238 @@
-"""One state machine per record: what to send, and what a reply means.
+"""The record machine: one table of (state, event) -> (next state, effects), and a record's data.
 
-The machine never decides *when* to start a registration: the scheduler calls
-``visit`` for records that are ``due`` and rate limiting happens there.  The
-machine sends follow-ups of a registration at once: the authenticated retry
-after 401/407, the retry with Min-Expires after 423, the unREGISTER of a
-record disabled while its REGISTER was in flight.
+Pure: no clock, no I/O, no Deferreds.  The states are OpenSIPS's ten, as
+reg_list shows them.  Events are what happened to a record, already
+classified (``replies.classify`` turns a reply into one, the engine names
+the rest); effects are what the engine must do, in order.  Every effect that
+puts a request on the wire comes last in its row, so observers hear of a
+transition before its request can be answered.
+
+The table is total: every (state, event) pair has a row, and the pairs that
+cannot happen (a visit while a request is in flight, a reply while none is)
+change nothing.  docs/design.rst renders it.
 """
 
 from __future__ import annotations
 
-import math
-import random
-import sys
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-
-from ..sip import digest
-from ..sip.errors import ParseError, SIPError
-from ..sip.message import Contact, Response
-from ..sip.randomness import BufferedRandom
-from ..sip.uri import parse_uri, uri_equal
-from ..transport.errors import TransactionTimeout
-from .policy import Timing, refresh_at, retry_delay, scheduled_expiry
 from .record import RecordConfig
-from .request import register_request
 from .states import FAILED, IN_FLIGHT, State
 
-log = Logger()
+class Event(enum.Enum):
+    # The scheduler's visit of a due record, by what it is due for.
+    VISIT_REGISTER = "visit: refresh or register in the same dialog"
+    VISIT_NEW_DIALOG = "visit: register in a new dialog"
+    VISIT_UNREGISTER = "visit: disabled and bound"
+    VISIT_IDLE = "visit: disabled, nothing bound"
+    # Final replies and transaction outcomes (RFC 3261 §10.2, §17.1.2).
+    OK = "2xx keeping our binding (or to an unREGISTER of an enabled record)"
+    OK_CLEANUP = "2xx listing other bindings of an RFC 5626 binding"
+    OK_DISABLED = "2xx while the record is disabled"
+    OK_LOST = "2xx not keeping our binding"
+    CHALLENGE = "401/407 we can answer"
+    CHALLENGE_REFUSED = "401/407 again: our credentials were refused"
+    NO_CREDENTIALS = "401/407 to a record without credentials"
+    CHALLENGE_UNUSABLE = "401/407 with no challenge we support"
+    TOO_BRIEF = "423 with a usable Min-Expires"
+    TOO_BRIEF_REFUSED = "423 we do not follow"
+    TIMEOUT = "408 or Timer F"
+    FORBIDDEN = "403"
+    REJECTED = "any other final reply"
+    MALFORMED = "a reply we cannot read"
+    TRANSPORT_ERROR = "the request could not be sent"
+    TOO_MANY_FOLLOW_UPS = "a follow-up over the per-cycle bound"
+    # Operators and the service.
+    ENABLE = "reg_enable of a disabled record"
+    DISABLE = "reg_disable"
+    FORCE = "reg_force_register, or reg_enable of an enabled record"
+    RELOAD = "reg_reload with new column values"
+    SHUTDOWN = "remove the binding now (shutdown, delete)"
+    SHUTDOWN_UNBOUND = "shutdown of a record with nothing bound or in flight"
+    PASSIVATE = "another node registers the record now"
+    RESUME = "go on with a saved binding"
+    STOP = "forget what is in flight"
+    FAULT = "the engine failed while handling the record"
+
+
+class Effect(enum.Enum):
+    NEW_CYCLE = "reset the per-cycle bounds (follow-ups, 423)"
+    NEW_DIALOG = "new Call-ID and From tag, CSeq from 1"
+    MARK_NEW_DIALOG = "the next REGISTER starts a new dialog"
+    RAISE_EXPIRES = "ask for the Min-Expires of the 423 from now on"
+    ACCEPT = "bound: keep what the 2xx granted, reset failures, schedule the refresh"
+    BIND = "the registrar holds a binding of ours"
+    UNBIND = "the registrar holds no binding of ours"
+    ADOPT = "take the saved dialog and binding, schedule the refresh"
+    FAIL = "count a failure, schedule the retry by the failure policy"
+    FAIL_CREDENTIALS = "as FAIL, with the longer wait of a credentials failure"
+    SET_ENABLED = "enabled flag on"
+    SET_DISABLED = "enabled flag off"
+    SCHEDULE_NOW = "due at once (and lift a credentials stop)"
+    RECONFIGURE = "take the new column values"
+    CANCEL = "cancel the request in flight"
+    RELEASE = "fire whoever waits for the record to settle"
+    # On the wire; always last in a row.
+    SEND_REGISTER = "send REGISTER"
+    SEND_UNREGISTER = "send REGISTER with expires=0"
+    SEND_REMOVE_ALL = "send REGISTER with Contact: * (RFC 3261 §10.2.2)"
+    ANSWER_CHALLENGE = "send the request again with (Proxy-)Authorization"
+
+
+SENDS = frozenset({Effect.SEND_REGISTER, Effect.SEND_UNREGISTER, Effect.SEND_REMOVE_ALL, Effect.ANSWER_CHALLENGE})
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    next: State
+    effects: tuple[Effect, ...] = ()
+
+
+class UndefinedTransition(LookupError):
+    pass
+
+
+E = Effect
+S = State
+_REST = (S.NOT_REGISTERED_STATE, S.REGISTERED_STATE, *sorted(FAILED))
+_REGISTERING = (S.REGISTERING_STATE, S.AUTHENTICATING_STATE)
+_UNREGISTERING = (S.UNREGISTERING_STATE, S.AUTHENTICATING_UNREGISTER_STATE)
+
+_VISITS = (Event.VISIT_REGISTER, Event.VISIT_NEW_DIALOG, Event.VISIT_UNREGISTER, Event.VISIT_IDLE)
+_REPLIES = (
+    Event.OK,
+    Event.OK_CLEANUP,
+    Event.OK_DISABLED,
+    Event.OK_LOST,
+    Event.CHALLENGE,
+    Event.CHALLENGE_REFUSED,
+    Event.NO_CREDENTIALS,
+    Event.CHALLENGE_UNUSABLE,
+    Event.TOO_BRIEF,
+    Event.TOO_BRIEF_REFUSED,
+    Event.TIMEOUT,
+    Event.FORBIDDEN,
+    Event.REJECTED,
+    Event.MALFORMED,
+    Event.TRANSPORT_ERROR,
+    Event.TOO_MANY_FOLLOW_UPS,
+)
+
+# How a request in flight ends when it fails, whatever it was.
+_FAILURES = {
+    Event.OK_LOST: Transition(S.REGISTRAR_ERROR_STATE, (E.FAIL, E.RELEASE)),
+    Event.CHALLENGE_REFUSED: Transition(S.WRONG_CREDENTIALS_STATE, (E.FAIL_CREDENTIALS, E.RELEASE)),
+    Event.NO_CREDENTIALS: Transition(S.WRONG_CREDENTIALS_STATE, (E.FAIL_CREDENTIALS, E.RELEASE)),
+    Event.CHALLENGE_UNUSABLE: Transition(S.INTERNAL_ERROR_STATE, (E.FAIL, E.RELEASE)),
+    Event.TOO_BRIEF_REFUSED: Transition(S.REGISTRAR_ERROR_STATE, (E.FAIL, E.RELEASE)),
+    Event.TIMEOUT: Transition(S.REGISTER_TIMEOUT_STATE, (E.FAIL, E.RELEASE)),
+    Event.FORBIDDEN: Transition(S.REGISTRAR_ERROR_STATE, (E.FAIL_CREDENTIALS, E.RELEASE)),
+    Event.REJECTED: Transition(S.REGISTRAR_ERROR_STATE, (E.FAIL, E.RELEASE)),
+    Event.MALFORMED: Transition(S.INTERNAL_ERROR_STATE, (E.FAIL, E.RELEASE)),
+    Event.TRANSPORT_ERROR: Transition(S.INTERNAL_ERROR_STATE, (E.FAIL, E.RELEASE)),
+    Event.TOO_MANY_FOLLOW_UPS: Transition(S.REGISTRAR_ERROR_STATE, (E.FAIL, E.RELEASE)),
+}
+
+
+def _build() -> dict[tuple[State, Event], Transition]:
+    table: dict[tuple[State, Event], Transition] = {}
+
+    def row(states: tuple[State, ...], event: Event, transition: Transition | None) -> None:
+        for state in states:
+            # None: the state stays and nothing is done.
+            table[(state, event)] = transition or Transition(state)
+
+    # A visit starts a registration cycle from a state at rest.
+    row(_REST, Event.VISIT_REGISTER, Transition(S.REGISTERING_STATE, (E.NEW_CYCLE, E.SEND_REGISTER)))
+    row(
+        _REST,
+        Event.VISIT_NEW_DIALOG,
+        Transition(S.REGISTERING_STATE, (E.NEW_CYCLE, E.NEW_DIALOG, E.SEND_REGISTER)),
+    )
+    row(_REST, Event.VISIT_UNREGISTER, Transition(S.UNREGISTERING_STATE, (E.NEW_CYCLE, E.SEND_UNREGISTER)))
+    row(_REST, Event.VISIT_IDLE, Transition(S.NOT_REGISTERED_STATE))
+    for event in _VISITS:
+        row((*_REGISTERING, *_UNREGISTERING), event, None)
+
+    # Replies to a REGISTER (RFC 3261 §10.2).
+    row(_REGISTERING, Event.OK, Transition(S.REGISTERED_STATE, (E.ACCEPT, E.RELEASE)))
+    row(_REGISTERING, Event.OK_CLEANUP, Transition(S.UNREGISTERING_STATE, (E.BIND, E.SEND_REMOVE_ALL)))
+    row(_REGISTERING, Event.OK_DISABLED, Transition(S.UNREGISTERING_STATE, (E.BIND, E.SEND_UNREGISTER)))
+    row(_REGISTERING, Event.CHALLENGE, Transition(S.AUTHENTICATING_STATE, (E.ANSWER_CHALLENGE,)))
+    row(_REGISTERING, Event.TOO_BRIEF, Transition(S.REGISTERING_STATE, (E.RAISE_EXPIRES, E.SEND_REGISTER)))
+
+    # Replies to an unREGISTER or a Contact: * removal: no binding of ours is
+    # left; an enabled record registers again at once in a new dialog.
+    done = Transition(S.REGISTERING_STATE, (E.UNBIND, E.NEW_DIALOG, E.SEND_REGISTER))
+    for event in (Event.OK, Event.OK_CLEANUP, Event.OK_LOST):
+        row(_UNREGISTERING, event, done)
+    row(_UNREGISTERING, Event.OK_DISABLED, Transition(S.NOT_REGISTERED_STATE, (E.UNBIND, E.RELEASE)))
+    row(_UNREGISTERING, Event.CHALLENGE, Transition(S.AUTHENTICATING_UNREGISTER_STATE, (E.ANSWER_CHALLENGE,)))
+    # Min-Expires means nothing to a request removing a binding.
+    row(_UNREGISTERING, Event.TOO_BRIEF, _FAILURES[Event.REJECTED])
+
+    for event, transition in _FAILURES.items():
+        if event is Event.OK_LOST:
+            row(_REGISTERING, event, transition)
+        else:
+            row((*_REGISTERING, *_UNREGISTERING), event, transition)
+    # A reply for a request no longer in flight changes nothing.
+    for event in _REPLIES:
+        row(_REST, event, None)
+
+    # Operators and the service; the state stays unless the row says otherwise.
+    for state in S:
+        if state in IN_FLIGHT:
+            # The request in flight finishes its cycle in its own dialog.
+            table[(state, Event.ENABLE)] = Transition(state, (E.SET_ENABLED, E.SCHEDULE_NOW))
+        else:
+            table[(state, Event.ENABLE)] = Transition(state, (E.SET_ENABLED, E.MARK_NEW_DIALOG, E.SCHEDULE_NOW))
+        table[(state, Event.DISABLE)] = Transition(state, (E.SET_DISABLED, E.SCHEDULE_NOW))
+        table[(state, Event.FORCE)] = Transition(state, (E.SCHEDULE_NOW,))
+        table[(state, Event.RELOAD)] = Transition(state, (E.RECONFIGURE,))
+        table[(state, Event.STOP)] = Transition(state, (E.CANCEL, E.RELEASE))
+        table[(state, Event.PASSIVATE)] = Transition(S.NOT_REGISTERED_STATE, (E.CANCEL, E.RELEASE, E.UNBIND))
+        table[(state, Event.RESUME)] = Transition(S.REGISTERED_STATE, (E.CANCEL, E.ADOPT, E.RELEASE))
+        table[(state, Event.FAULT)] = Transition(S.INTERNAL_ERROR_STATE, (E.CANCEL, E.FAIL, E.RELEASE))
+
+    # Remove the binding now; an unREGISTER already in flight goes on.  A
+    # record at rest with nothing bound only stops.
+    unregister = Transition(S.UNREGISTERING_STATE, (E.SET_DISABLED, E.CANCEL, E.NEW_CYCLE, E.SEND_UNREGISTER))
+    for event in (Event.SHUTDOWN, Event.SHUTDOWN_UNBOUND):
+        row(_REGISTERING, event, unregister)
+        for state in _UNREGISTERING:
+            table[(state, event)] = Transition(state, (E.SET_DISABLED,))
+    row(_REST, Event.SHUTDOWN, unregister)
+    for state in _REST:
+        table[(state, Event.SHUTDOWN_UNBOUND)] = Transition(state, (E.SET_DISABLED, E.CANCEL, E.RELEASE))
+    return table
+
+
+TABLE: dict[tuple[State, Event], Transition] = _build()
+
+
+def step(state: State, event: Event) -> Transition:
+    try:
+        return TABLE[(state, event)]
+    except KeyError:
+        raise UndefinedTransition(f"{event!r} in {state!r}") from None
+
 
 # Request kinds, for rebuilding the same request with credentials.
 REGISTER, UNREGISTER, REMOVE_ALL = "register", "unregister", "remove-all"
-
-# Requests a record may send in one registration cycle after the first one:
-# challenge answers (a stale nonce is answered once more), one retry after a
-# 423, the "Contact: *" clean-up of an RFC 5626 binding and its REGISTER.
-MAX_FOLLOW_UPS = 8
-# A 423 asking for more than a day is not a registrar we can work with.
-MAX_MIN_EXPIRES = 86400
-
-
-def _lenient(read: Callable[[], int | None]) -> int | None:
-    """An optional header value; a malformed one counts as absent."""
-    try:
-        return read()
-    except ParseError:
-        return None
-
-
-@dataclass
-class Context:
-    """What every machine shares: the clock, the way out, randomness, settings."""
-
-    clock: IReactorTime
-    send: Callable[["Registrant", object], Deferred]
-    timing: Timing
-    user_agent: str = ""
-    # Jitter only; tokens on the wire come from random_bytes.
-    random: random.Random = field(default_factory=random.Random)
-    random_bytes: Callable[[int], bytes] = field(default_factory=BufferedRandom)
-    on_transition: Callable[["Registrant", State, State], None] | None = None
-    on_sent: Callable[["Registrant", str], None] | None = None
-    on_reply: Callable[["Registrant", int], None] | None = None
-
-    def token(self, nbytes: int) -> str:
-        return self.random_bytes(nbytes).hex()
+KIND_OF = {E.SEND_REGISTER: REGISTER, E.SEND_UNREGISTER: UNREGISTER, E.SEND_REMOVE_ALL: REMOVE_ALL}
 
 
 class Registrant:
-    """The runtime side of one record."""
+    """The runtime data of one record; the table says how it changes, the engine changes it."""
 
     __slots__ = (
         "config",
         "key",
-        "ctx",
         "state",
+        "settled",
         "enabled",
         "call_id",
         "from_tag",
@@ -92,34 +246,34 @@ class Registrant:
         "failures",
         "auth_failures",
         "bound",
-        "_kind",
-        "_challenged",
-        "_stale_answered",
-        "_removed_all",
-        "_sends",
-        "_got_423",
-        "_pending",
-        "_new_dialog",
-        "_waiters",
         "destination",
         "targets",
         "granted_at",
         "service_route",
         "associated_uris",
         "flow_timer",
-        "settled",
+        # The request in flight: its kind, and what this cycle has done so far.
+        "kind",
+        "challenged",
+        "stale_answered",
+        "removed_all",
+        "got_423",
+        "sends",
+        "new_dialog",
+        # The engine's handles: the request in flight, and who waits for the record to settle.
+        "pending",
+        "waiters",
     )
 
-    def __init__(self, config: RecordConfig, ctx: Context) -> None:
+    def __init__(self, config: RecordConfig, token: Callable[[int], str]) -> None:
         self.config = config
         self.key = config.key  # made once: the scheduler looks it up per visit
-        self.ctx = ctx
         self.state = State.NOT_REGISTERED_STATE
         # The last state with nothing in flight: tells a routine refresh from a change.
         self.settled = State.NOT_REGISTERED_STATE
         self.enabled = config.enabled
-        self.call_id = ctx.token(16)
-        self.from_tag = ctx.token(5)
+        self.call_id = token(16)
+        self.from_tag = token(5)
         self.cseq = 0
         self.wanted_expires = config.expiry
         self.expires = config.expiry
@@ -130,15 +284,6 @@ class Registrant:
         self.failures = 0
         self.auth_failures = 0
         self.bound = False
-        self._kind = REGISTER
-        self._challenged = False
-        self._stale_answered = False
-        self._removed_all = False
-        self._sends = 0
-        self._got_423 = False
-        self._pending: Deferred | None = None
-        self._new_dialog = False
-        self._waiters: list[Deferred] | None = None
         self.destination: object | None = None
         self.targets: object | None = None
         self.granted_at = 0.0
@@ -146,8 +291,15 @@ class Registrant:
         self.service_route: str | None = None
         self.associated_uris: str | None = None
         self.flow_timer: int | None = None
-
-    # -- what the scheduler asks ------------------------------------------------
+        self.kind = REGISTER
+        self.challenged = False
+        self.stale_answered = False
+        self.removed_all = False
+        self.got_423 = False
+        self.sends = 0
+        self.new_dialog = False
+        self.pending: object | None = None
+        self.waiters: list | None = None
 
     def due(self, now: float) -> bool:
         """Whether a visit at ``now`` would send something."""
@@ -160,396 +312,60 @@ class Registrant:
             return not self.enabled or now >= self.registration_timeout
         return now >= self.registration_timeout
 
-    def visit(self, now: float) -> None:
-        """Send what is due now: REGISTER, refresh, retry or unREGISTER."""
-        try:
-            self._visit(now)
-        except Exception:
-            self._fault(Failure())
+    def visit_event(self) -> Event:
+        """What a visit of this record (due, at rest) is for."""
+        if not self.enabled:
+            if self.bound or self.state is State.REGISTERED_STATE:
+                return Event.VISIT_UNREGISTER
+            return Event.VISIT_IDLE
+        if self.new_dialog or self.state in FAILED:
+            return Event.VISIT_NEW_DIALOG
+        return Event.VISIT_REGISTER
+
+    def shutdown_event(self) -> Event:
+        return Event.SHUTDOWN if self.bound or self.state in IN_FLIGHT else Event.SHUTDOWN_UNBOUND
 
     def leaked(self) -> bool:
         """In a sending state with nothing in flight: a slot that would never be freed."""
-        return self.state in IN_FLIGHT and self._pending is None
+        return self.state in IN_FLIGHT and self.pending is None
 
-    def reclaim(self) -> None:
-        """Settle a leaked record (see ``leaked``) and free its slot."""
-        self._fault(Failure(RuntimeError("in a sending state with nothing in flight")))
-
-    def _visit(self, now: float) -> None:
-        state = self.state
-        self._sends = 0
-        self._got_423 = False
-        if state in IN_FLIGHT:
-            return
-        if not self.enabled:
-            if self.bound or state is State.REGISTERED_STATE:
-                self._start(UNREGISTER, State.UNREGISTERING_STATE)
-            elif state is not State.NOT_REGISTERED_STATE:
-                self._transition(State.NOT_REGISTERED_STATE)
-            return
-        if state in FAILED or self._new_dialog:
-            self._renew_dialog()
-        if state is State.REGISTERED_STATE:
-            # A new refresh cycle: the Contact: * clean-up may run once more.
-            self._removed_all = False
-        self.last_register_sent = self.ctx.clock.seconds()
-        self._start(REGISTER, State.REGISTERING_STATE)
-
-    # -- operator actions ---------------------------------------------------------
-
-    def enable(self) -> None:
-        """Flip the flag on; a record that is not in flight becomes due at once."""
-        if not self.enabled:
-            self.enabled = True
-            if self.state not in IN_FLIGHT:
-                self._new_dialog = True
-        self.force()
-
-    def disable(self) -> None:
-        """Flip the flag off; a bound record becomes due for its unREGISTER at once."""
-        self.enabled = False
-        self.registration_timeout = 0.0
-
-    def force(self) -> None:
-        """Make an enabled record due now, and lift a credentials stop."""
-        self.auth_failures = 0
-        self.registration_timeout = 0.0
-
-    def reconfigure(self, config: RecordConfig) -> None:
-        """New column values, used from the next request on (reg_reload)."""
-        if config.expiry != self.config.expiry:
-            self.wanted_expires = config.expiry
-        if config.enabled != self.enabled:
-            if config.enabled:
-                self.enabled = True
-                self._new_dialog = self.state not in IN_FLIGHT
-            else:
-                self.disable()
-        self.config = config
-        self.targets = None
-
-    def resume(self, call_id: str, from_tag: str, cseq: int, expires: int, granted_at: float) -> None:
-        """Go on with a binding made earlier (by this process before a restart, or
-        by another node): same dialog, next CSeq, refreshed when due."""
-        self.call_id, self.from_tag, self.cseq = call_id, from_tag, cseq
-        self.expires = expires
-        self.granted_at = granted_at
-        self.bound = True
-        self._new_dialog = False
-        self.registration_timeout = refresh_at(granted_at, expires, self.ctx.timing)
-        self._transition(State.REGISTERED_STATE)
-
-    def unregister(self) -> Deferred:
-        """Remove the binding now (shutdown, delete); fires when done, whatever the outcome."""
-        self.enabled = False
-        done: Deferred = Deferred()
-        if not (self.bound or self.state in IN_FLIGHT):
-            self.stop()
-            done.callback(None)
-            return done
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(done)
-        if self.state not in (State.UNREGISTERING_STATE, State.AUTHENTICATING_UNREGISTER_STATE):
-            self._cancel_pending()
-            self._sends = 0
-            try:
-                self._start(UNREGISTER, State.UNREGISTERING_STATE)
-            except Exception:
-                self._fault(Failure())
-        return done
-
-    def passivate(self) -> None:
-        """Another node registers this record now: stop at once, send nothing, keep the dialog."""
-        self.stop()
-        self.bound = False
-        self._transition(State.NOT_REGISTERED_STATE)
-
-    def stop(self) -> None:
-        """Forget anything in flight; nothing of this record is left on the clock."""
-        self._cancel_pending()
-        self._release_waiters()
-
-    # -- sending ---------------------------------------------------------------
-
-    def _renew_dialog(self) -> None:
-        self.call_id = self.ctx.token(16)
-        self.from_tag = self.ctx.token(5)
+    def renew_dialog(self, token: Callable[[int], str]) -> None:
+        self.call_id = token(16)
+        self.from_tag = token(5)
         self.cseq = 0
-        self._new_dialog = False
+        self.new_dialog = False
 
-    def _start(self, kind: str, state: State) -> None:
-        self._kind = kind
-        self._challenged = False
-        self._stale_answered = False
-        self._transition(state)
-        self._send(None)
 
-    def _send(self, authorization: tuple[str, str] | None) -> None:
-        self._sends += 1
-        if self._sends > 1 + MAX_FOLLOW_UPS:
-            self.last_reason = "too many follow-up requests in one registration"
-            self._fail(State.REGISTRAR_ERROR_STATE, None)
-            return
-        self.cseq += 1
-        expires = 0 if self._kind != REGISTER else self.wanted_expires
-        request = register_request(
-            self.config,
-            call_id=self.call_id,
-            from_tag=self.from_tag,
-            cseq=self.cseq,
-            expires=expires,
-            user_agent=self.ctx.user_agent,
-            authorization=authorization,
-            remove_all=self._kind == REMOVE_ALL,
-        )
-        if self.ctx.on_sent is not None:
-            self.ctx.on_sent(self, "auth" if authorization else self._kind)
-        pending = self.ctx.send(self, request)
-        self._pending = pending
-        pending.addCallbacks(self._on_response, self._on_failure, errbackArgs=(pending,))
-
-    def _cancel_pending(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
-
-    # -- replies -----------------------------------------------------------------
-
-    def _on_failure(self, failure: Failure, pending: Deferred) -> None:
-        if self._pending is not pending:
-            return None  # cancelled or superseded
-        self._pending = None
-        if failure.check(CancelledError):
-            return None
-        try:
-            self._failed(failure)
-        except Exception:
-            self._fault(Failure())
-        return None
-
-    def _failed(self, failure: Failure) -> None:
-        if failure.check(TransactionTimeout):
-            self.last_code, self.last_reason = 408, "transaction timeout"
-            self._fail(State.REGISTER_TIMEOUT_STATE, None)
-        else:
-            # The transport's own words, which never carry credentials.
-            self.last_code = None
-            self.last_reason = str(failure.value) if failure.check(SIPError) else failure.type.__name__
-            if not failure.check(SIPError):
-                log.failure("unexpected failure sending for {aor}", failure, aor=self.config.aor)
-            self._fail(State.INTERNAL_ERROR_STATE, None)
-
-    def _on_response(self, response: Response) -> None:
-        self._pending = None
-        try:
-            # Interned: thousands of records keep the same few reason phrases.
-            self.last_code, self.last_reason = response.status, sys.intern(response.reason)
-            if self.ctx.on_reply is not None:
-                self.ctx.on_reply(self, response.status)
-            self._handle(response)
-        except ParseError as e:
-            self._cancel_pending()
-            self.last_reason = f"malformed reply: {e}"
-            self._fail(State.INTERNAL_ERROR_STATE, None)
-        except Exception:
-            self._fault(Failure())
-
-    def _fault(self, failure: Failure) -> None:
-        """The bulkhead: a fault while handling this record settles this record only.
-
-        It lands in INTERNAL_ERROR_STATE, frees its slot, retries by the failure
-        policy, and is logged once; nothing reaches the reactor.
-        """
-        log.failure(
-            "{aor}: fault while handling the record; it is now INTERNAL_ERROR_STATE",
-            failure,
-            aor=self.config.aor,
-        )
-        self._cancel_pending()
-        self.last_code = None
-        self.last_reason = f"internal error ({failure.type.__name__})"
-        try:
-            self._fail(State.INTERNAL_ERROR_STATE, None)
-        except Exception:
-            # Even the failure policy failed: wait a full expiry, and settle regardless.
-            self.registration_timeout = self.ctx.clock.seconds() + self.wanted_expires
-            self._new_dialog = True
-            self.state = self.settled = State.INTERNAL_ERROR_STATE
-            self._release_waiters()
-
-    def _handle(self, response: Response) -> None:
-        code = response.status
-        if code == 200:
-            self._on_200(response)
-        elif code in (401, 407):
-            self._on_challenge(response)
-        elif code == 423 and self._kind == REGISTER:
-            self._on_423(response)
-        elif code == 408:
-            self._fail(State.REGISTER_TIMEOUT_STATE, _lenient(lambda: response.retry_after))
-        elif code == 403:
-            # Forbidden: a credentials problem for the retry policy (never hammer).
-            self._fail(State.REGISTRAR_ERROR_STATE, _lenient(lambda: response.retry_after), credentials=True)
-        else:
-            self._fail(State.REGISTRAR_ERROR_STATE, _lenient(lambda: response.retry_after))
-
-    def _on_200(self, response: Response) -> None:
-        if self._kind == REMOVE_ALL:
-            self.bound = False
-            self._renew_dialog()
-            if self.enabled:
-                self._start(REGISTER, State.REGISTERING_STATE)
-            else:
-                self._settle(State.NOT_REGISTERED_STATE)
-            return
-        if self._kind == UNREGISTER:
-            self.bound = False
-            if self.enabled:
-                self._renew_dialog()
-                self._start(REGISTER, State.REGISTERING_STATE)
-            else:
-                self._settle(State.NOT_REGISTERED_STATE)
-            return
-        contacts = response.contacts
-        self.bound = True
-        if (
-            self.config.unique_binding
-            and not self._removed_all
-            and sum(1 for c in contacts if not c.is_star) > 1
-        ):
-            self._removed_all = True
-            self._start(REMOVE_ALL, State.UNREGISTERING_STATE)
-            return
-        if not self.enabled:
-            self._start(UNREGISTER, State.UNREGISTERING_STATE)
-            return
-        ours = self._our_binding(contacts)
-        if ours is None:
-            self.last_reason = "200 without our binding"
-            self._fail(State.REGISTRAR_ERROR_STATE, None)
-            return
-        granted = ours.expires
-        if granted is None:
-            granted = response.expires
-        if granted == 0:
-            self.last_reason = "200 removed our binding (expires=0)"
-            self._fail(State.REGISTRAR_ERROR_STATE, None)
-            return
-        if granted and granted != self.expires:  # the same value keeps the shared int
-            self.expires = granted
-        self.service_route = ", ".join(response.header_values("Service-Route")) or None
-        self.associated_uris = ", ".join(response.header_values("P-Associated-URI")) or None
-        self.flow_timer = _lenient(lambda: response.flow_timer)
-        now = self.ctx.clock.seconds()
-        self.failures = 0
-        self.auth_failures = 0
-        self.granted_at = now
-        timing = self.ctx.timing
-        self.registration_timeout = refresh_at(
-            now, scheduled_expiry(self.expires, self.wanted_expires, timing), timing
-        )
-        self._transition(State.REGISTERED_STATE)
-
-    def _our_binding(self, contacts: list[Contact]) -> Contact | None:
-        binding = self.config.binding_uri
-        ours = None
-        for contact in contacts:
-            if contact.is_star:
+def render_table() -> str:
+    """The table as an RST list-table, one line per event and group of states
+    with the same row; pairs that change nothing are left out."""
+    lines = [
+        ".. list-table:: The record machine (pairs not listed change nothing)",
+        "   :header-rows: 1",
+        "   :widths: 22 30 18 30",
+        "",
+        "   * - event",
+        "     - in state",
+        "     - next state",
+        "     - effects, in order",
+    ]
+    for event in Event:
+        groups: dict[tuple[str, tuple[Effect, ...]], list[State]] = {}
+        for state in State:
+            transition = TABLE[(state, event)]
+            if transition.next is state and not transition.effects:
                 continue
-            if contact.uri != binding:  # the usual case is an exact echo: no parsing
-                try:
-                    ours = ours or parse_uri(binding)
-                    same = uri_equal(ours, parse_uri(contact.uri))
-                except ParseError:
-                    continue
-                if not same:
-                    continue
-            return contact
-        return None
+            target = "(stays)" if transition.next is state else _short(transition.next)
+            groups.setdefault((target, transition.effects), []).append(state)
+        for (target, effects), states in groups.items():
+            lines += [
+                f"   * - {event.name}",
+                f"     - {', '.join(_short(s) for s in states)}",
+                f"     - {target}",
+                f"     - {', '.join(e.name for e in effects) or '(none)'}",
+            ]
+    return "\n".join(lines) + "\n"
 
-    def _on_challenge(self, response: Response) -> None:
-        config = self.config
-        if not config.username or not config.password:
-            self.last_reason = "challenged, and the record has no credentials"
-            self._fail(State.WRONG_CREDENTIALS_STATE, None, credentials=True)
-            return
-        values = response.www_authenticate if response.status == 401 else response.proxy_authenticate
-        challenge = digest.choose_challenge(values)
-        if challenge is None:
-            self.last_reason = "no supported digest challenge"
-            self._fail(State.INTERNAL_ERROR_STATE, None)
-            return
-        if self._challenged:
-            if not (challenge.stale and not self._stale_answered):
-                retry_after = _lenient(lambda: response.retry_after)
-                self._fail(State.WRONG_CREDENTIALS_STATE, retry_after, credentials=True)
-                return
-            self._stale_answered = True
-        self._challenged = True
-        value = digest.authorization(
-            challenge,
-            username=config.username,
-            password=config.password,
-            method="REGISTER",
-            uri=config.registrar,
-            cnonce=digest.new_cnonce(self.ctx.random_bytes),
-        )
-        if self._kind == REGISTER:
-            self._transition(State.AUTHENTICATING_STATE)
-        else:
-            self._transition(State.AUTHENTICATING_UNREGISTER_STATE)
-        self._send((digest.authorization_header_name(response.status), value))
 
-    def _on_423(self, response: Response) -> None:
-        # One 423 a cycle, asking for more than we did and for no more than a day;
-        # anything else would let a registrar keep us sending.
-        minimum = _lenient(lambda: response.min_expires)
-        if self._got_423 or minimum is None or not self.wanted_expires < minimum <= MAX_MIN_EXPIRES:
-            self._fail(State.REGISTRAR_ERROR_STATE, _lenient(lambda: response.retry_after))
-            return
-        self._got_423 = True
-        self.wanted_expires = minimum
-        self._start(REGISTER, State.REGISTERING_STATE)
-
-    # -- outcomes ----------------------------------------------------------------
-
-    def _fail(self, state: State, retry_after: int | None, credentials: bool = False) -> None:
-        self.failures += 1
-        timing = self.ctx.timing
-        now = self.ctx.clock.seconds()
-        if credentials:
-            self.auth_failures += 1
-        if timing.max_auth_failures and self.auth_failures >= timing.max_auth_failures:
-            # Stop until an operator acts: a registrar's brute-force lock must not be kept alive.
-            self.registration_timeout = math.inf
-        else:
-            delay = retry_delay(
-                self.wanted_expires,
-                self.failures,
-                timing,
-                self.ctx.random.random(),
-                retry_after,
-                credentials=credentials,
-            )
-            self.registration_timeout = now + delay
-        self._new_dialog = True
-        self._settle(state)
-
-    def _settle(self, state: State) -> None:
-        self._transition(state)
-        if self.state not in IN_FLIGHT:
-            self._release_waiters()
-
-    def _release_waiters(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            waiter.callback(None)
-
-    def _transition(self, new: State) -> None:
-        old = self.state
-        self.state = new
-        if old is not new and self.ctx.on_transition is not None:
-            self.ctx.on_transition(self, old, new)
-        if new not in IN_FLIGHT:
-            self.settled = new
+def _short(state: State) -> str:
+    return state.name.removesuffix("_STATE")

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from ..store.interface import IRegistrantStore, RuntimeState
 from .engine import Engine
 from .machine import Registrant
+from .observer import EngineObserver
 from .record import RecordKey
 from .states import State
 
@@ -40,13 +41,13 @@ def snapshot(registrant: Registrant, now: float) -> RuntimeState:
     )
 
 
-class RuntimeWriter:
+class RuntimeWriter(EngineObserver):
     def __init__(
         self, engine: Engine, store: IRegistrantStore, clock: IReactorTime, delay: float = 1.0
     ) -> None:
         self.engine = engine
         # Only what this node registers is written: a standby's view is stale.
-        self.active = lambda registrant: engine.scheduler.active(registrant)
+        self.active = engine.active
         self.store = store
         self.clock = clock
         self.delay = delay
@@ -54,9 +55,9 @@ class RuntimeWriter:
         self._dirty: dict[RecordKey, Registrant] = {}
         self._call: IDelayedCall | None = None
         self._writing: Deferred | None = None
-        engine.observers.append(self._changed)
+        engine.subscribe(self)
 
-    def _changed(self, registrant: Registrant, old: State, new: State) -> None:
+    def transition(self, registrant: Registrant, old: State, new: State) -> None:
         if not self.active(registrant):
             return
         self._dirty[registrant.key] = registrant
@@ -153,7 +154,8 @@ def resume(
             or not registrant.enabled
         ):
             continue
-        registrant.resume(
+        engine.resume(
+            registrant,
             state.call_id,
             state.from_tag,
             state.cseq + CSEQ_MARGIN,

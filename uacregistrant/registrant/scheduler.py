@@ -72,6 +72,9 @@ class Scheduler:
         max_register_rate: float = 0,
         max_in_flight: int = MAX_IN_FLIGHT,
         active: Callable[[Registrant], bool] | None = None,
+        visit: Callable[[Registrant], None],
+        reclaim: Callable[[Registrant], None],
+        on_rate_limited: Callable[[], None] = lambda: None,
     ) -> None:
         self.clock = clock
         self.buckets: list[dict[RecordKey, Registrant]] = [{} for _ in range(2**hash_size)]
@@ -87,7 +90,9 @@ class Scheduler:
         # of more retransmissions piling up.
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self.on_rate_limited: Callable[[], None] | None = None
+        self.on_rate_limited = on_rate_limited
+        self.visit = visit
+        self.reclaim = reclaim
         self._next_bucket = 0
         self._queue: deque[Registrant] = deque()
         self._queued: set[RecordKey] = set()
@@ -149,7 +154,7 @@ class Scheduler:
         # The watchdog: a record may never hold a slot with nothing in flight.
         for registrant in leaked:
             self.reclaimed += 1
-            registrant.reclaim()
+            self.reclaim(registrant)
         self._kick()
 
     def visit_now(self, registrant: Registrant) -> None:
@@ -192,8 +197,7 @@ class Scheduler:
         while queue and self.in_flight < self.max_in_flight:
             if not self.limiter.take():
                 self.rate_limited += 1  # one wait for a token
-                if self.on_rate_limited is not None:
-                    self.on_rate_limited()
+                self.on_rate_limited()
                 self._pump_call = self.clock.callLater(self.limiter.wait(), self._resume)
                 return
             registrant = queue.popleft()
@@ -201,4 +205,4 @@ class Scheduler:
             # Still due? An operator or a reply may have acted meanwhile.
             now = self.clock.seconds()
             if registrant.due(now) and self.active(registrant):
-                registrant.visit(now)
+                self.visit(registrant)

@@ -1,0 +1,295 @@
+"""The engine's hands: feeds events to the record machine and carries out its effects.
+
+This is the one place where a fault while handling a record turns into that
+record's INTERNAL_ERROR_STATE (the bulkhead): whatever raises while building
+a request, reading a reply, answering a challenge or telling an observer,
+the record settles, frees its in-flight slot, retries by the failure policy
+and is logged once with its AOR.  Nothing reaches the reactor.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from typing import Callable
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..sip import digest
+from ..sip.errors import SIPError
+from ..sip.message import Response
+from ..transport.errors import TransactionTimeout
+from .machine import KIND_OF, REMOVE_ALL, SENDS, TABLE, Effect, Event, Registrant
+from .policy import Timing, refresh_at, retry_delay, scheduled_expiry
+from .replies import Outcome, classify, lenient
+from .request import register_request
+from .states import IN_FLIGHT, State
+
+log = Logger()
+
+E = Effect
+# Effects carried out once the record is in its next state and observers know:
+# whatever they set off (a reply, a visit, a waiter's callback) sees the new state.
+_AFTER = SENDS | {E.SCHEDULE_NOW, E.RELEASE}
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        timing: Timing,
+        send: Callable[[Registrant, object], Deferred],
+        random_bytes: Callable[[int], bytes],
+        rng: random.Random,
+        user_agent: str,
+        on_transition: Callable[[Registrant, State, State], None],
+        on_sent: Callable[[Registrant, str], None],
+        on_replied: Callable[[Registrant, int], None],
+        visit_now: Callable[[Registrant], None],
+    ) -> None:
+        self.clock = clock
+        self.timing = timing
+        self.send = send
+        self.random_bytes = random_bytes
+        # Jitter only; tokens on the wire come from ``random_bytes``.
+        self.random = rng
+        self.user_agent = user_agent
+        self.on_transition = on_transition
+        self.on_sent = on_sent
+        self.on_replied = on_replied
+        self.visit_now = visit_now
+
+    # -- events in ----------------------------------------------------------------
+
+    def fire(self, registrant: Registrant, event: Event, outcome: Outcome | None = None, **data) -> None:
+        """Feed one event to the record and carry out the row's effects; never raises."""
+        try:
+            self._fire(registrant, event, outcome, data)
+        except Exception:
+            self.fault(registrant, Failure())
+
+    def _fire(self, registrant: Registrant, event: Event, outcome: Outcome | None, data: dict) -> None:
+        transition = TABLE[(registrant.state, event)]
+        after = []
+        for effect in transition.effects:
+            if effect in _AFTER:
+                after.append(effect)
+            else:
+                self._effect(effect, registrant, outcome, data)
+        self._transition(registrant, transition.next)
+        for effect in after:
+            self._effect(effect, registrant, outcome, data)
+
+    def fault(self, registrant: Registrant, failure: Failure) -> None:
+        """The bulkhead: settle this record in INTERNAL_ERROR_STATE, and nothing else."""
+        log.failure(
+            "{aor}: fault while handling the record; it is now INTERNAL_ERROR_STATE",
+            failure,
+            aor=registrant.config.aor,
+        )
+        registrant.last_code = None
+        registrant.last_reason = f"internal error ({failure.type.__name__})"
+        try:
+            self._fire(registrant, Event.FAULT, None, {})
+        except Exception:
+            # Even the failure policy failed: wait a full expiry, and settle regardless.
+            registrant.pending = None
+            registrant.registration_timeout = self.clock.seconds() + registrant.wanted_expires
+            registrant.new_dialog = True
+            self._transition(registrant, State.INTERNAL_ERROR_STATE)
+            self._release(registrant)
+
+    def _replied(self, response: Response, registrant: Registrant, pending: Deferred) -> None:
+        if registrant.pending is not pending:
+            return  # superseded
+        registrant.pending = None
+        try:
+            # Interned: thousands of records keep the same few reason phrases.
+            registrant.last_code, registrant.last_reason = response.status, sys.intern(response.reason)
+            self.on_replied(registrant, response.status)
+            outcome = classify(registrant, response)
+        except Exception:
+            self.fault(registrant, Failure())
+            return
+        if outcome.reason is not None:
+            registrant.last_reason = outcome.reason
+        self.fire(registrant, outcome.event, outcome, response=response)
+
+    def _failed(self, failure: Failure, registrant: Registrant, pending: Deferred) -> None:
+        if registrant.pending is not pending:
+            return None  # cancelled or superseded
+        registrant.pending = None
+        if failure.check(CancelledError):
+            return None
+        if failure.check(TransactionTimeout):
+            registrant.last_code, registrant.last_reason = 408, "transaction timeout"
+            self.fire(registrant, Event.TIMEOUT)
+            return None
+        # The transport's own words, which never carry credentials.
+        registrant.last_code = None
+        if failure.check(SIPError):
+            registrant.last_reason = str(failure.value)
+        else:
+            registrant.last_reason = failure.type.__name__
+            log.failure("unexpected failure sending for {aor}", failure, aor=registrant.config.aor)
+        self.fire(registrant, Event.TRANSPORT_ERROR)
+        return None
+
+    # -- effects out --------------------------------------------------------------
+
+    def _effect(self, effect: Effect, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        if effect is E.SEND_REGISTER or effect is E.SEND_UNREGISTER or effect is E.SEND_REMOVE_ALL:
+            registrant.kind = KIND_OF[effect]
+            registrant.challenged = registrant.stale_answered = False
+            if effect is E.SEND_REMOVE_ALL:
+                registrant.removed_all = True
+            elif effect is E.SEND_REGISTER:
+                registrant.last_register_sent = self.clock.seconds()
+            self._transmit(registrant, None)
+        elif effect is E.ANSWER_CHALLENGE:
+            self._answer(registrant, outcome, data["response"])
+        elif effect is E.ACCEPT:
+            self._accept(registrant, outcome, data["response"])
+        elif effect is E.FAIL or effect is E.FAIL_CREDENTIALS:
+            self._fail(registrant, outcome, credentials=effect is E.FAIL_CREDENTIALS)
+        elif effect is E.RELEASE:
+            self._release(registrant)
+        elif effect is E.CANCEL:
+            pending, registrant.pending = registrant.pending, None
+            if pending is not None:
+                pending.cancel()
+        elif effect is E.NEW_CYCLE:
+            registrant.sends = 0
+            registrant.got_423 = registrant.removed_all = False
+        elif effect is E.NEW_DIALOG:
+            registrant.renew_dialog(self.token)
+        elif effect is E.MARK_NEW_DIALOG:
+            registrant.new_dialog = True
+        elif effect is E.RAISE_EXPIRES:
+            registrant.got_423 = True
+            registrant.wanted_expires = outcome.expires
+        elif effect is E.BIND:
+            registrant.bound = True
+        elif effect is E.UNBIND:
+            registrant.bound = False
+        elif effect is E.ADOPT:
+            self._adopt(registrant, **data)
+        elif effect is E.SET_ENABLED:
+            registrant.enabled = True
+        elif effect is E.SET_DISABLED:
+            registrant.enabled = False
+            registrant.registration_timeout = 0.0
+        elif effect is E.SCHEDULE_NOW:
+            registrant.auth_failures = 0
+            registrant.registration_timeout = 0.0
+            self.visit_now(registrant)
+        elif effect is E.RECONFIGURE:
+            config = data["config"]
+            if config.expiry != registrant.config.expiry:
+                registrant.wanted_expires = config.expiry
+            registrant.config = config
+            registrant.targets = None
+        else:  # pragma: no cover - the table names no other effect
+            raise AssertionError(effect)
+
+    def _transmit(self, registrant: Registrant, authorization: tuple[str, str] | None) -> None:
+        registrant.sends += 1
+        registrant.cseq += 1
+        kind = registrant.kind
+        request = register_request(
+            registrant.config,
+            call_id=registrant.call_id,
+            from_tag=registrant.from_tag,
+            cseq=registrant.cseq,
+            expires=registrant.wanted_expires if kind == "register" else 0,
+            user_agent=self.user_agent,
+            authorization=authorization,
+            remove_all=kind == REMOVE_ALL,
+        )
+        self.on_sent(registrant, "auth" if authorization else kind)
+        pending = self.send(registrant, request)
+        registrant.pending = pending
+        pending.addCallbacks(
+            self._replied, self._failed, callbackArgs=(registrant, pending), errbackArgs=(registrant, pending)
+        )
+
+    def _answer(self, registrant: Registrant, outcome: Outcome, response: Response) -> None:
+        if registrant.challenged:
+            registrant.stale_answered = True
+        registrant.challenged = True
+        config = registrant.config
+        value = digest.authorization(
+            outcome.challenge,
+            username=config.username,
+            password=config.password,
+            method="REGISTER",
+            uri=config.registrar,
+            cnonce=digest.new_cnonce(self.random_bytes),
+        )
+        self._transmit(registrant, (digest.authorization_header_name(response.status), value))
+
+    def token(self, nbytes: int) -> str:
+        return self.random_bytes(nbytes).hex()
+
+    def _accept(self, registrant: Registrant, outcome: Outcome, response: Response) -> None:
+        registrant.bound = True
+        granted = outcome.expires
+        if granted and granted != registrant.expires:  # the same value keeps the shared int
+            registrant.expires = granted
+        registrant.service_route = ", ".join(response.header_values("Service-Route")) or None
+        registrant.associated_uris = ", ".join(response.header_values("P-Associated-URI")) or None
+        registrant.flow_timer = lenient(lambda: response.flow_timer)
+        now = self.clock.seconds()
+        registrant.failures = registrant.auth_failures = 0
+        registrant.granted_at = now
+        timing = self.timing
+        registrant.registration_timeout = refresh_at(
+            now, scheduled_expiry(registrant.expires, registrant.wanted_expires, timing), timing
+        )
+
+    def _adopt(self, registrant: Registrant, *, call_id: str, from_tag: str, cseq: int, expires: int, granted_at: float) -> None:
+        registrant.call_id, registrant.from_tag, registrant.cseq = call_id, from_tag, cseq
+        registrant.expires = expires
+        registrant.granted_at = granted_at
+        registrant.bound = True
+        registrant.new_dialog = False
+        registrant.registration_timeout = refresh_at(granted_at, expires, self.timing)
+
+    def _fail(self, registrant: Registrant, outcome: Outcome | None, *, credentials: bool) -> None:
+        registrant.failures += 1
+        timing = self.timing
+        if credentials:
+            registrant.auth_failures += 1
+        if timing.max_auth_failures and registrant.auth_failures >= timing.max_auth_failures:
+            # Stop until an operator acts: a registrar's brute-force lock must not be kept alive.
+            registrant.registration_timeout = math.inf
+        else:
+            delay = retry_delay(
+                registrant.wanted_expires,
+                registrant.failures,
+                timing,
+                self.random.random(),
+                outcome.retry_after if outcome is not None else None,
+                credentials=credentials,
+            )
+            registrant.registration_timeout = self.clock.seconds() + delay
+        registrant.new_dialog = True
+
+    def _release(self, registrant: Registrant) -> None:
+        waiters, registrant.waiters = registrant.waiters, None
+        for waiter in waiters or ():
+            waiter.callback(None)
+
+    def _transition(self, registrant: Registrant, new: State) -> None:
+        old = registrant.state
+        registrant.state = new
+        if old is not new:
+            self.on_transition(registrant, old, new)
+        if new not in IN_FLIGHT:
+            registrant.settled = new
+
