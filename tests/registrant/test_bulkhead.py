@@ -250,3 +250,23 @@ def test_an_expiry_we_asked_for_is_not_raised_to_the_floor():
     while not sender.sent:
         clock.advance(1)
     assert clock.seconds() < granted_at + 20
+
+
+def test_an_observer_acting_on_the_record_it_hears_of_wins_over_the_rest_of_the_row():
+    engine, sender, clock = make_engine()
+    unregistered = []
+
+    def shut_down_when_registered(registrant, old, new):
+        if new is State.REGISTERED_STATE:
+            engine.unregister(registrant).addCallback(unregistered.append)
+
+    engine.subscribe(Transitions(shut_down_when_registered))
+    engine.apply([record()])
+    engine.start()
+    clock.pump([1] * TI)
+    reply(sender.pop(), 200, "OK", f"Contact: <{BINDING}>;expires=600")
+    registrant = engine.get(record().key)
+    # The 200's own RELEASE did not fire the unREGISTER's waiter.
+    assert registrant.state is State.UNREGISTERING_STATE and unregistered == []
+    reply(sender.pop(), 200, "OK")
+    assert registrant.state is State.NOT_REGISTERED_STATE and unregistered == [None]

@@ -75,6 +75,8 @@ class Executor:
 
     def _fire(self, registrant: Registrant, event: Event, outcome: Outcome | None, data: dict) -> None:
         transition = TABLE[(registrant.state, event)]
+        registrant.events += 1
+        mark = registrant.events
         after = []
         for effect in transition.effects:
             if effect in _AFTER:
@@ -82,6 +84,8 @@ class Executor:
             else:
                 self._effect(effect, registrant, outcome, data)
         self._transition(registrant, transition.next)
+        if registrant.events != mark:
+            return  # an observer acted on the record: the rest of this row is stale
         for effect in after:
             self._effect(effect, registrant, outcome, data)
 

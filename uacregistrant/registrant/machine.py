@@ -260,9 +260,11 @@ class Registrant:
         "got_423",
         "sends",
         "new_dialog",
-        # The engine's handles: the request in flight, and who waits for the record to settle.
+        # The engine's handles: the request in flight, who waits for the record
+        # to settle, and a count of events (to notice one fired from an observer).
         "pending",
         "waiters",
+        "events",
     )
 
     def __init__(self, config: RecordConfig, token: Callable[[int], str]) -> None:
@@ -300,6 +302,7 @@ class Registrant:
         self.new_dialog = False
         self.pending: object | None = None
         self.waiters: list | None = None
+        self.events = 0
 
     def due(self, now: float) -> bool:
         """Whether a visit at ``now`` would send something."""
