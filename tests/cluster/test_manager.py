@@ -207,7 +207,7 @@ def test_an_owner_not_back_after_the_grace_loses_its_tag_and_steps_down_when_bac
     cluster.server.stop()
     cluster.store.available = False  # a's refreshes meanwhile are not written
     for _ in range(CSEQ_MARGIN + 1):  # refreshes the database never hears of
-        a.get().force()
+        a.engine.force_register(a.get().key)
         cluster.clock.pump([1] * 10)  # its bucket's visit
         [unwritten] = a.answer()
     cluster.server.cut.add("a")

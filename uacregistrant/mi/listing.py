@@ -29,6 +29,7 @@ from collections.abc import Iterable
 
 from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
+from ..registrant.observer import EngineObserver
 from ..registrant.record import RecordConfig, RecordKey
 from ..registrant.states import FAILED, IN_FLIGHT, State
 from ..sip.uri import redact_uri
@@ -41,12 +42,12 @@ def ctime(when: float) -> str:
     return time.ctime(when)
 
 
-class Listing:
+class Listing(EngineObserver):
     """Builds reg_list entries for the records of one engine."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.timing = engine.ctx.timing
+        self.timing = engine.timing
         # Failed records: when, and in which state (until a 200 or NOT_REGISTERED).
         self._failed: dict[RecordKey, tuple[State, float]] = {}
         # Requests out with no reply yet, and records whose last request got none.
@@ -54,20 +55,18 @@ class Listing:
         self._no_reply: set[RecordKey] = set()
         # Reloaded with another expiry, and not granted one since.
         self._table_expiry: set[RecordKey] = set()
-        engine.observers.append(self._transition)
-        engine.sent_observers.append(self._sent)
-        engine.reply_observers.append(self._replied)
+        engine.subscribe(self)
 
     # -- what the engine reports ------------------------------------------------------
 
-    def _sent(self, registrant: Registrant, kind: str) -> None:
+    def sent(self, registrant: Registrant, kind: str) -> None:
         self._awaiting.add(registrant.key)
 
-    def _replied(self, registrant: Registrant, code: int) -> None:
+    def replied(self, registrant: Registrant, code: int) -> None:
         self._awaiting.discard(registrant.key)
         self._no_reply.discard(registrant.key)
 
-    def _transition(self, registrant: Registrant, old: State, new: State) -> None:
+    def transition(self, registrant: Registrant, old: State, new: State) -> None:
         key = registrant.key
         if new in FAILED:
             self._failed[key] = (new, self.engine.clock.seconds())
