@@ -346,7 +346,7 @@ class ShtagManager:
             tag=tag_of(registrant),
         )
         # Not from inside the machine's own transition.
-        self.clock.callLater(0, registrant.passivate)
+        self.clock.callLater(0, self.engine.passivate, registrant)
 
     @inlineCallbacks
     def _reconnect(self, groups: dict[str, list[Registrant]]) -> Deferred:
