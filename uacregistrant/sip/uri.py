@@ -168,14 +168,15 @@ def redact_uri(text: str) -> str:
     ``sip:bob:***@host``; anything else, parsable or not, is returned as is.
     The userinfo ends at the first ``@``, as ``parse_uri`` reads it.
     """
-    scheme, colon, rest = text.partition(":")
-    at = rest.find("@")
-    if not colon or at < 0:
+    # Two finds on the common path: reg_list shows three URIs per record.
+    at = text.find("@")
+    if at < 0:
         return text
-    user, sep, _ = rest[:at].partition(":")
-    if not sep:
+    scheme_end = text.find(":")
+    password_start = text.find(":", scheme_end + 1, at)
+    if scheme_end < 0 or password_start < 0:
         return text
-    return f"{scheme}:{user}:***{rest[at:]}"
+    return f"{text[:password_start]}:***{text[at:]}"
 
 
 def _host_key(host: str) -> str:
