@@ -7,9 +7,9 @@ under ``/status/``.  Mount one ``StatusResource`` under both names::
 
 ``records.json`` filters, sorts and pages on the server, so a browser polling
 every two seconds only ever receives one page, whatever the number of records.
-Times come as epoch seconds next to reg_list's ctime text, so the page can
-count down in the browser's own time zone.  The view is built on
-``record_view``: no username or password can reach it.
+Each record is its reg_list entry (``Listing.view``: no username or password
+can reach it) plus epoch seconds of our own next attempt, so the page can
+count down in the browser's own time zone.
 """
 
 from __future__ import annotations
