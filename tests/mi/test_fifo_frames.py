@@ -53,7 +53,7 @@ def test_an_empty_reply_name_asks_for_no_reply():
 @pytest.mark.parametrize("name", ["../etc/x", "a.b", "a\\b", "x" * 300])
 def test_a_forbidden_reply_name_is_refused_and_the_next_request_is_served(name):
     """Matched: OpenSIPS mi_fifo fifo_fnc.c ``get_reply_filename``: ``if (memchr(file,'.',len)
-    || memchr(file,'/',len) || memchr(file,'\\\\', len)) { LM_ERR("forbidden filename: %s\\\\n",
+    || memchr(file,'/',len) || memchr(file,'\\\\', len)) { LM_ERR("forbidden filename: %s\\n",
     file); return 0; }`` — the reply FIFO must stay inside reply_dir."""
     framer = FifoFramer(1 << 16)
     frames = framer.feed(f":{name}:".encode() + b'{"jsonrpc": "2.0"}' + cli_request("ok"))
