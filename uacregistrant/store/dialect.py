@@ -40,7 +40,6 @@ _SIZED = re.compile(r"(\w+)\((\d+)\)")
 class Dialect:
     """The SQL of one database; subclasses set the class attributes."""
 
-    name: ClassVar[str]
     mark: ClassVar[str] = "?"
     quote_char: ClassVar[str] = '"'
     # Portable type name -> SQL type; sized names as "string" with "{n}" in the SQL.

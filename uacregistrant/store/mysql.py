@@ -35,7 +35,6 @@ _AWAY_CODES = frozenset({1040, 1044, 1045, 1049, 1053, 1077, 1152, 1158, 1159, 1
 class MySQLDialect(Dialect):
     """scripts/mysql/*-create.sql; our own table compares keys byte for byte."""
 
-    name = "MySQL"
     mark = "%s"
     quote_char = "`"
     types: ClassVar[dict[str, str]] = {

@@ -81,7 +81,6 @@ def folded(name: str) -> str:
 class PostgresDialect(Dialect):
     """scripts/postgres/*-create.sql; names folded as OpenSIPS's unquoted SQL means them."""
 
-    name = "PostgreSQL"
     mark = "%s"
     types: ClassVar[dict[str, str]] = {
         "serial": "SERIAL PRIMARY KEY",

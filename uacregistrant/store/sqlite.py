@@ -28,7 +28,6 @@ _UNAVAILABLE = ("unable to open", "database is locked", "disk i/o", "readonly", 
 class SQLiteDialect(Dialect):
     """scripts/sqlite/*-create.sql."""
 
-    name = "SQLite"
     types: ClassVar[dict[str, str]] = {
         "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
         "string": "CHAR({n})",
