@@ -14,6 +14,7 @@ import socket
 from typing import Any, ClassVar
 
 import pymysql
+import pymysql.cursors
 from pymysql.constants import CLIENT
 from twisted.enterprise import adbapi
 from twisted.python.failure import Failure
@@ -99,7 +100,9 @@ class _Connection(adbapi.Connection):
             if self._pool.closing:
                 raise
             self._connection.connect()
-        return self._connection.cursor()
+        # Unbuffered: a large table streams through fetchmany a chunk at a
+        # time instead of arriving whole before the first row is validated.
+        return self._connection.cursor(pymysql.cursors.SSCursor)
 
     def rollback(self) -> None:
         try:
@@ -177,10 +180,12 @@ class MySQLStore(DbapiStore):
 
     def _open_schema(self, txn: Any) -> None:
         txn.execute("SELECT GET_LOCK(%s, 30)", (SCHEMA_LOCK,))
+        txn.fetchall()
         try:
             run_steps(txn, open_schema(self._sql))
         finally:
             txn.execute("SELECT RELEASE_LOCK(%s)", (SCHEMA_LOCK,))
+            txn.fetchall()
 
     def _translate(self, failure: Failure) -> Failure:
         if failure.check(StoreError):
