@@ -53,6 +53,8 @@ class FakeLocks:
         self.on_notify = lambda payload: None
         # A hung network: heartbeats never answer.
         self.hung = False
+        # A half-dead session: heartbeats answer, surveys never do.
+        self.hung_survey = False
         self.connects = 0
 
     @property
@@ -100,6 +102,8 @@ class FakeLocks:
         return succeed(None)
 
     def survey(self, tags: list[str]) -> Deferred:
+        if self.hung_survey:
+            return Deferred()
         failed = self._check()
         if failed:
             return failed

@@ -162,6 +162,21 @@ def test_a_heartbeat_without_answer_makes_the_node_static_within_a_period(cluste
     assert a.get().state is State.REGISTERED_STATE
 
 
+def test_a_query_without_answer_does_not_hold_the_loop(cluster):
+    a = cluster.node("a").start()
+    cluster.clock.pump([1] * 10)
+    a.answer()
+    a.locks.hung_survey = True
+    cluster.clock.advance(1)  # beat answered, survey left hanging ...
+    assert a.locks.connected
+    cluster.clock.advance(TAKEOVER)  # ... and given up: the session is suspect
+    assert not a.locks.connected and a.manager.hold("vip/1").static
+    a.locks.hung_survey = False
+    cluster.clock.pump([1] * 2)
+    assert a.held() == {"vip/1"} and not a.manager.hold("vip/1").static
+    assert cluster.server.locks == {"vip/1": "a"}
+
+
 def test_a_database_outage_for_everyone_changes_no_hands_and_lapses_nothing(cluster):
     a, b, sent = registered_on_a(cluster)
     a.manager.static_limit_s = 0  # for ever

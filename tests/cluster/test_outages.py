@@ -209,7 +209,7 @@ def test_two_nodes_keep_their_tags_through_a_fast_restart_and_a_long_outage(clus
     for node in cluster.nodes.values():
         assert "fail-static mode" in node.log_text()
     own_postgres.start()
-    wait_until(lambda: cluster.owners() == owners, 2 * TAKEOVER + GRACE, "the same owners back on the database")
+    wait_until(lambda: cluster.owners() == owners, 15, "the same owners back on the database")
     # What was kept back during the outage is written now (a takeover would go on from it).
     wait_until(
         lambda: all(cluster.shared(dsn, "cseq", f"sip:{u}@example.test") == c for u, c in cluster.cseqs().items()),
@@ -234,7 +234,7 @@ def test_three_nodes_take_the_tags_of_a_cut_off_node_which_steps_down_or_stops(c
     # c is cut off: it goes on as static while the others take its tag.
     cluster.proxies["c"].cut()
     cut = time.monotonic()
-    wait_until(lambda: cluster.owners().get(lonely) in ("a", "b"), TAKEOVER + GRACE + 3, f"{lonely} taken over")
+    wait_until(lambda: cluster.owners().get(lonely) in ("a", "b"), TAKEOVER + GRACE + 6, f"{lonely} taken over")
     # Not before c's heartbeat had time to grow old.
     assert time.monotonic() - cut >= TAKEOVER - TAKEOVER / 3 - 0.5
     assert holding(cluster.nodes["c"]) == {lonely: "static"}
@@ -245,14 +245,14 @@ def test_three_nodes_take_the_tags_of_a_cut_off_node_which_steps_down_or_stops(c
     triple = dict(aor=f"sip:{user}@example.test", contact=f"sip:{user}@127.0.0.1:5999", registrar=cluster.registrar.uri)
     before = cluster.cseqs()[user]
     assert cluster.nodes[cluster.owners()[lonely]].mi("reg_force_register", triple)["result"] == "OK"
-    wait_until(lambda: cluster.cseqs()[user] > before, 5, "the taker's refresh")
+    wait_until(lambda: cluster.cseqs()[user] > before, 10, "the taker's refresh")
     assert cluster.nodes["c"].mi("reg_force_register", triple)["result"] == "OK"
     wait_until(lambda: "stepping aside" in cluster.nodes["c"].log_text(), 10, "c refused, stepping aside")
     cluster.watch(3, call_ids)
 
     # c back: it finds its tag held by another node and steps down, without unREGISTER.
     cluster.proxies["c"].heal()
-    wait_until(lambda: holding(cluster.nodes["c"]) == {}, 2 * TAKEOVER, "c stepping down")
+    wait_until(lambda: holding(cluster.nodes["c"]) == {}, 15, "c stepping down")
     assert "stepped down" in cluster.nodes["c"].log_text()
     cluster.watch(3, call_ids)
     # Fair shares bring one tag back to c.
@@ -264,7 +264,7 @@ def test_three_nodes_take_the_tags_of_a_cut_off_node_which_steps_down_or_stops(c
     cut = time.monotonic()
     cluster.watch(LIMIT - 2, call_ids)
     assert cluster.owners().get(lonely) in ("a", "b")
-    wait_until(lambda: holding(cluster.nodes["c"]) == {}, 5, "c stopping its tag")
+    wait_until(lambda: holding(cluster.nodes["c"]) == {}, 10, "c stopping its tag")
     assert time.monotonic() - cut >= LIMIT - TAKEOVER / 3
     assert f"away from the database for more than {LIMIT} s" in cluster.nodes["c"].log_text()
     cluster.proxies["c"].heal()

@@ -37,6 +37,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..registrant.engine import Engine
 from ..registrant.observer import Transitions
@@ -48,6 +49,9 @@ from ..store.interface import IRegistrantStore, RuntimeState
 from .locks import ILockBackend, Owner, PostgresLocks, Survey
 
 log = Logger()
+
+# Store calls may be slower than lock queries (a large runtime table), but not stuck.
+STORE_BOUND = 30.0
 
 # A refresh in flight does not mean the binding is gone: its owner may have
 # died (or let go) between the request and the 200.
@@ -260,7 +264,7 @@ class ShtagManager:
             self._go_static(f"cluster session failed: {e}")
             return
         try:
-            survey = yield self.backend.survey(sorted(groups))
+            survey = yield self._db(self.backend.survey(sorted(groups)))
         except Exception as e:
             self._go_static(f"cluster session failed: {e}")
             return
@@ -288,8 +292,25 @@ class ShtagManager:
             orphaned = now - free_since >= self.takeover_s
             if wanted_by is None and len(self.held) >= share and not orphaned:
                 continue  # our share is full; a node with less takes it
-            if (yield self.backend.try_lock(tag)):
+            if (yield self._db(self.backend.try_lock(tag))):
                 yield self._take(tag, groups[tag], pinned=wanted_by == self.node_id)
+
+    def _db(self, d: Deferred, bound: float | None = None) -> Deferred:
+        """``d``'s result, or a TimeoutError after ``bound`` (default ``takeover_s``).
+
+        Every wait on the database is bounded: a half-dead connection must not
+        hold the loop (and with it the heartbeat and the static limit).  ``d``
+        itself is left alone (the runtime writer shares its own); a late result
+        is dropped.
+        """
+        mine: Deferred = Deferred()
+
+        def relay(result: object) -> None:
+            if not mine.called:
+                (mine.errback if isinstance(result, Failure) else mine.callback)(result)
+
+        d.addBoth(relay)
+        return mine.addTimeout(self.takeover_s if bound is None else bound, self.clock)
 
     def _beat(self) -> Deferred:
         # Bounded: a hung session is found out within the period, before others see us dead.
@@ -353,10 +374,10 @@ class ShtagManager:
         if self.held and self.static_limit_s and self.away_for() >= self.static_limit_s:
             self._lose_all(f"away from the database for more than {self.static_limit_s:g} s")
         try:
-            yield self.backend.connect(self.takeover_s)
+            yield self._db(self.backend.connect(self.takeover_s), self.takeover_s + self.period)
             self._connected_at = self.clock.seconds()
             yield self._beat()
-            survey = yield self.backend.survey(sorted(self.held))
+            survey = yield self._db(self.backend.survey(sorted(self.held)))
         except Exception as e:
             self._go_static(f"cannot open the cluster session: {e}")
             return
@@ -371,9 +392,9 @@ class ShtagManager:
                 self._step_down(tag, groups.get(tag, []), f"node {taken_by} took it meanwhile")
                 continue
             try:
-                locked = yield self.backend.try_lock(tag)
+                locked = yield self._db(self.backend.try_lock(tag))
                 if locked and noted is None:
-                    yield self.backend.own(tag)
+                    yield self._db(self.backend.own(tag))
             except Exception as e:
                 self._go_static(f"cluster session failed: {e}")
                 return
@@ -414,8 +435,8 @@ class ShtagManager:
             yield self._unlock(tag)
             return
         try:
-            yield self.backend.own(tag)
-            saved = yield self.store.load_runtime()
+            yield self._db(self.backend.own(tag))
+            saved = yield self._db(self.store.load_runtime(), STORE_BOUND)
         except Exception as e:
             # Without the shared state the records would start new dialogs: try again later.
             log.warn("took sharing tag {tag} but cannot read its state ({why}); letting it go",
@@ -461,15 +482,15 @@ class ShtagManager:
         log.info("sharing tag {tag} given up ({why})", tag=tag, why=why)
         try:
             # Twice: a write already running returns at once and may leave more behind.
-            yield self.flush_runtime()
-            yield self.flush_runtime()
-            yield self.store.save_runtime(final)
-            yield self.backend.disown(tag)
+            yield self._db(self.flush_runtime(), STORE_BOUND)
+            yield self._db(self.flush_runtime(), STORE_BOUND)
+            yield self._db(self.store.save_runtime(final), STORE_BOUND)
+            yield self._db(self.backend.disown(tag))
         except Exception as e:
             log.warn("could not write the state of sharing tag {tag} ({why})", tag=tag, why=str(e))
         yield self._unlock(tag)
         if self.backend.connected:
-            yield self.backend.notify(tag).addErrback(lambda _: None)
+            yield self._db(self.backend.notify(tag)).addErrback(lambda _: None)
 
     @staticmethod
     def _final_state(registrant: Registrant, now: float) -> RuntimeState:
@@ -481,7 +502,7 @@ class ShtagManager:
     @inlineCallbacks
     def _unlock(self, tag: str) -> Deferred:
         try:
-            yield self.backend.unlock(tag)
+            yield self._db(self.backend.unlock(tag))
         except Exception as e:
             # Closing the session frees the lock on the server for sure.
             self._go_static(f"cannot unlock {tag}: {e}")
@@ -509,7 +530,7 @@ class ShtagManager:
         if tag in self.held:
             self.pinned.add(tag)
             return None
-        yield self.backend.request(tag, 2 * self.takeover_s)
+        yield self._db(self.backend.request(tag, 2 * self.takeover_s))
         log.info("asked for sharing tag {tag}", tag=tag)
         self.poke()
         return None
@@ -521,7 +542,7 @@ class ShtagManager:
         owners: dict[str, Owner] = {}
         if self.backend.connected:
             try:
-                owners = yield self.backend.owners(tags)
+                owners = yield self._db(self.backend.owners(tags))
             except Exception as e:
                 log.warn("cannot read the sharing tag owners ({why})", why=str(e))
         rows = []
