@@ -1,4 +1,5 @@
-"""Real peers for end-to-end tests: a Kamailio registrar and a private PostgreSQL cluster.
+"""Real peers for end-to-end tests: a Kamailio registrar, a private PostgreSQL cluster
+and a private MariaDB server.
 
 Each peer runs as a child process owned by the test run and is stopped by its PID.
 """

@@ -98,17 +98,10 @@ class MariaDB:
 
     def stop(self) -> None:
         """SIGTERM (a clean shutdown), SIGKILL after a timeout; idempotent."""
-        self._signal_and_wait(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL: the server vanishes as in a crash; its data directory stays."""
-        self._signal_and_wait(signal.SIGKILL)
-
-    def _signal_and_wait(self, signum: int) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signum)
+        process.send_signal(signal.SIGTERM)
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
