@@ -14,14 +14,16 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Protocol
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from uacregistrant.mi.health import Health
 from uacregistrant.registrant.states import State
 
 log = Logger()
@@ -30,6 +32,18 @@ log = Logger()
 STATUS_INTERVAL = 1.0
 
 Send = Callable[..., None]
+
+
+class Watched(Protocol):
+    """What the notifier needs of the registrant service."""
+
+    ready: Deferred
+
+    def subscribe(self, subscriber: Callable[[object, State, State], None]) -> None: ...
+
+    def health(self) -> Health: ...
+
+    def reload(self) -> Deferred: ...
 
 
 class NotifySocket:
@@ -78,7 +92,7 @@ class Notifier(Service):
     def __init__(
         self,
         clock: IReactorTime,
-        registrant: Any,
+        registrant: Watched,
         send: Send | None,
         watchdog_interval: float | None = None,
     ) -> None:
@@ -97,7 +111,7 @@ class Notifier(Service):
         self._socket: NotifySocket | None = None
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str], clock: IReactorTime, registrant: Any) -> Notifier:
+    def from_environment(cls, env: Mapping[str, str], clock: IReactorTime, registrant: Watched) -> Notifier:
         address = env.get("NOTIFY_SOCKET")
         sock = NotifySocket(address) if address else None
         notifier = cls(clock, registrant, sock.send if sock else None, _watchdog_interval(env))
