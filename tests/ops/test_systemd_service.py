@@ -115,7 +115,8 @@ def test_notify_ready_status_watchdog_reload_and_stopping(tmp_path, registrar, m
         pings = [at for at, lines in listener.messages[start:] if lines == ["WATCHDOG=1"]]
         gaps = [b - a for a, b in zip(pings, pings[1:])]
         mean = sum(gaps) / len(gaps)
-        assert 0.3 < mean < 0.8, gaps
+        # Half of WATCHDOG_USEC, with room for a busy machine; never the whole of it.
+        assert 0.3 < mean < 1.0, gaps
 
         # SIGHUP: RELOADING=1, the table read again, READY=1.
         _add_row(database, dict(registrar=registrar.uri, aor="sip:carol@example.test",
