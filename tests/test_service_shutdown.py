@@ -15,13 +15,16 @@ from uacregistrant.store.memory import MemoryStore
 
 
 class StuckStore(MemoryStore):
-    """A database that stopped answering: runtime writes never finish."""
+    """A database that stops answering once ``hang`` is set: runtime writes never finish."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.hang = False
         self.stuck: list[Deferred] = []
 
     def save_runtime(self, states) -> Deferred:
+        if not self.hang:
+            return super().save_runtime(states)
         d: Deferred = Deferred()
         self.stuck.append(d)
         return d
@@ -45,6 +48,7 @@ def test_a_silent_registrar_and_a_stuck_database_still_end_in_time():
         [registrant] = service.engine
         assert registrant.state is State.REGISTERED_STATE
 
+        store.hang = True
         stopped = service.stopService()
         assert sender.pop().header("Contact").endswith(";expires=0")  # never answered
         clock.advance(2.9)
