@@ -108,6 +108,7 @@ class RegistrantService(MultiService):
             sender = self.layer
         # Clustering: sharing tags decide which records this node registers.
         self.cluster: ShtagManager | None = None
+        self.runtime = RuntimeWriter(self.store, reactor, active=self._registers_here)
         self.engine = Engine(
             clock=reactor,
             sender=sender,
@@ -129,7 +130,9 @@ class RegistrantService(MultiService):
                 else None
             ),
             active=self._registers_here,
+            write_ahead=self.runtime.write_ahead,
         )
+        self.engine.subscribe(self.runtime)
         if isinstance(sender, TransactionLayer):
             sender.flow_observers.append(self.engine.flow_lost)
         self.metrics = Metrics(
@@ -142,7 +145,6 @@ class RegistrantService(MultiService):
         if config.event_url:
             self.events = EventPoster(config.event_url, clock=reactor)
             self.engine.subscribe(Transitions(self._post_event))
-        self.runtime = RuntimeWriter(self.engine, self.store, reactor)
         self.table_loaded = Gauge(
             "uac_registrant_table_loaded",
             "1 once the registrant table is loaded; 0 while the database is waited for",

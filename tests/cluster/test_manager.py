@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from tests.registrant.fakes import make_engine, record, reply
+from tests.registrant.fakes import record, reply, writing_engine
 from uacregistrant.cluster.shtags import ShtagManager, UnknownTag
 from uacregistrant.registrant.persist import CSEQ_MARGIN, RuntimeWriter, resume
 from uacregistrant.registrant.states import State
@@ -26,10 +26,9 @@ class Node:
         self.name = name
         self.dead = False
         # The engine asks the manager which records this node registers.
-        self.engine, self.sender, _ = make_engine(
-            cluster.clock, active=lambda r: not self.dead and self.manager.active(r)
+        self.engine, self.sender, _, self.writer = writing_engine(
+            cluster.store, cluster.clock, active=lambda r: not self.dead and self.manager.active(r)
         )
-        self.writer = RuntimeWriter(self.engine, cluster.store, cluster.clock)
         self.locks = FakeLocks(cluster.server, name)
         self.manager = ShtagManager(
             self.locks, name, self.engine, cluster.store, cluster.clock, TAKEOVER,
@@ -108,7 +107,7 @@ def test_records_without_a_tag_are_registered_everywhere(cluster):
     plain = record(aor="sip:bob@example.test")
     a = cluster.node("a", (VIP, plain)).start()
     b = cluster.node("b", (VIP, plain)).start()
-    cluster.clock.pump([1] * 10)
+    cluster.clock.pump([1] * 11)  # the second bucket's visit, and its dialog's write
     assert sorted(s.header("To") for s in a.answer()) == sorted(["<sip:alice@example.test>", "<sip:bob@example.test>"])
     assert [s.header("To") for s in b.answer()] == ["<sip:bob@example.test>"]
 
@@ -310,7 +309,7 @@ def test_a_node_away_longer_than_the_limit_stops_its_tags(cluster):
 def test_a_node_without_its_database_holds_nothing_and_retakes_when_it_is_back(cluster):
     cluster.server.up = False
     a = cluster.node("a", (VIP, record(aor="sip:bob@example.test"))).start()
-    cluster.clock.pump([1] * 10)
+    cluster.clock.pump([1] * 11)  # the second bucket's visit, and its dialog's write
     assert [s.header("To") for s in a.answer()] == ["<sip:bob@example.test>"]
     assert a.held() == set()
     cluster.server.up = True
@@ -373,7 +372,7 @@ def test_a_tag_nobody_takes_is_taken_beyond_the_fair_share(cluster):
 def test_stop_hands_the_tag_over_and_shutdown_does_not_unregister_it(cluster):
     plain = record(aor="sip:bob@example.test")
     a = cluster.node("a", (VIP, plain)).start()
-    cluster.clock.pump([1] * 10)
+    cluster.clock.pump([1] * 11)  # the second bucket's visit, and its dialog's write
     sent = {s.header("To"): s for s in a.answer()}
     cluster.clock.advance(1)
     b = cluster.node("b", (VIP, plain)).start()

@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from uacregistrant.registrant.engine import Engine
 from uacregistrant.registrant.keepalive import Keepalives
+from uacregistrant.registrant.persist import RuntimeWriter
 from uacregistrant.registrant.policy import Timing
 from uacregistrant.registrant.record import RecordConfig
 from uacregistrant.sip.message import Request, Response, parse_message
@@ -124,6 +125,19 @@ def make_engine(
     if flows:
         sender.flow_observers.append(engine.flow_lost)
     return engine, sender, clock
+
+
+def writing_engine(store, clock: Clock | None = None, *, delay: float = 1.0, active=None, ahead=True, **kw):
+    """An engine whose runtime state goes to ``store`` as the service wires it:
+    new dialogs written ahead (unless not ``ahead``), transitions written behind."""
+    clock = clock or Clock()
+    active = active or (lambda registrant: True)
+    writer = RuntimeWriter(store, clock, delay=delay, active=active)
+    if ahead:
+        kw["write_ahead"] = writer.write_ahead
+    engine, sender, clock = make_engine(clock, active=active, **kw)
+    engine.subscribe(writer)
+    return engine, sender, clock, writer
 
 
 CHALLENGE = 'WWW-Authenticate: Digest realm="example.test", nonce="abc123", qop="auth"'

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uacregistrant.registrant.machine import SENDS, TABLE, Effect, Event, UndefinedTransition, render_table, step
+from uacregistrant.registrant.machine import SENDS, STARTS, TABLE, Effect, Event, UndefinedTransition, render_table, step
 from uacregistrant.registrant.states import FAILED, IN_FLIGHT, State
 
 ROWS = sorted(TABLE.items(), key=lambda item: (item[0][0], item[0][1].name))
@@ -20,7 +20,8 @@ REPLIES = {
     Event.NO_CREDENTIALS, Event.CHALLENGE_UNUSABLE, Event.TOO_BRIEF, Event.TOO_BRIEF_REFUSED, Event.TIMEOUT,
     Event.FORBIDDEN, Event.REJECTED, Event.MALFORMED, Event.TRANSPORT_ERROR, Event.TOO_MANY_FOLLOW_UPS,
 }
-VISITS = {Event.VISIT_REGISTER, Event.VISIT_NEW_DIALOG, Event.VISIT_UNREGISTER, Event.VISIT_IDLE}
+WRITES = {Event.DIALOG_DURABLE, Event.DIALOG_WRITE_FAILED}
+VISITS = {Event.VISIT_REGISTER, Event.VISIT_NEW_DIALOG, Event.VISIT_READY, Event.VISIT_UNREGISTER, Event.VISIT_IDLE}
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -43,35 +44,50 @@ def test_step_refuses_what_is_not_a_pair():
 def test_every_row_keeps_the_invariants(item):
     (state, event), transition = item
     effects = transition.effects
-    sends = [e for e in effects if e in SENDS]
-    # At most one request per event, and it goes last.
+    sends = [e for e in effects if e in STARTS]
+    # At most one request (or dialog write) per event, and it goes last.
     assert len(sends) <= 1
     if sends:
         assert effects[-1] is sends[0]
-        assert transition.next in IN_FLIGHT
+        # A request puts the record in a sending state; a dialog's write leaves it at rest.
+        assert (transition.next in IN_FLIGHT) == (sends[0] in SENDS)
     # Entering a sending state means sending; a request cancelled is replaced
     # or the record leaves the sending states (STOP alone abandons in place).
     if transition.next in IN_FLIGHT and state not in IN_FLIGHT:
-        assert sends
+        assert sends and sends[0] in SENDS
     if Effect.CANCEL in effects and transition.next in IN_FLIGHT and event is not Event.STOP:
-        assert sends
+        assert sends and sends[0] in SENDS
     # Leaving the sending states settles: whoever waits is released.
     if state in IN_FLIGHT and transition.next not in IN_FLIGHT:
         assert Effect.RELEASE in effects
     # Failures schedule a retry in a new dialog; success schedules a refresh.
     if transition.next in FAILED and transition.next is not state:
         assert Effect.FAIL in effects or Effect.FAIL_CREDENTIALS in effects
+    if Effect.FAIL in effects or Effect.FAIL_CREDENTIALS in effects:
+        assert transition.next in FAILED
     if transition.next is State.REGISTERED_STATE and state is not State.REGISTERED_STATE:
         assert Effect.ACCEPT in effects or Effect.ADOPT in effects
+    # A new dialog is written before any request carries it.
+    if Effect.NEW_DIALOG in effects:
+        assert effects[-1] is Effect.PERSIST_DIALOG
+    if Effect.SEND_REGISTER in effects and state not in IN_FLIGHT:
+        assert Effect.NEW_DIALOG not in effects
     # What cannot happen changes nothing: visits in flight, replies at rest.
-    if (event in VISITS and state in IN_FLIGHT) or (event in REPLIES and state not in IN_FLIGHT):
+    if (event in VISITS and state in IN_FLIGHT) or (event in REPLIES and state not in IN_FLIGHT) or (
+        event in WRITES and state in IN_FLIGHT
+    ):
         assert transition.next is state and effects == ()
 
 
 @pytest.mark.parametrize(
     ("state", "event", "next_state", "effects"),
     [
-        (State.NOT_REGISTERED_STATE, Event.VISIT_NEW_DIALOG, State.REGISTERING_STATE, ("NEW_CYCLE", "NEW_DIALOG", "SEND_REGISTER")),
+        (State.NOT_REGISTERED_STATE, Event.VISIT_NEW_DIALOG, State.NOT_REGISTERED_STATE, ("NEW_CYCLE", "NEW_DIALOG", "PERSIST_DIALOG")),
+        (State.REGISTRAR_ERROR_STATE, Event.VISIT_NEW_DIALOG, State.REGISTRAR_ERROR_STATE, ("NEW_CYCLE", "NEW_DIALOG", "PERSIST_DIALOG")),
+        (State.NOT_REGISTERED_STATE, Event.DIALOG_DURABLE, State.NOT_REGISTERED_STATE, ("VISIT_NOW",)),
+        (State.REGISTER_TIMEOUT_STATE, Event.VISIT_READY, State.REGISTERING_STATE, ("SEND_REGISTER",)),
+        (State.NOT_REGISTERED_STATE, Event.DIALOG_WRITE_FAILED, State.INTERNAL_ERROR_STATE, ("FAIL",)),
+        (State.REGISTER_TIMEOUT_STATE, Event.RESUME_DIALOG, State.REGISTER_TIMEOUT_STATE, ("ADOPT_DIALOG",)),
         (State.REGISTERED_STATE, Event.VISIT_REGISTER, State.REGISTERING_STATE, ("NEW_CYCLE", "SEND_REGISTER")),
         (State.REGISTERED_STATE, Event.VISIT_UNREGISTER, State.UNREGISTERING_STATE, ("NEW_CYCLE", "SEND_UNREGISTER")),
         (State.REGISTERING_STATE, Event.CHALLENGE, State.AUTHENTICATING_STATE, ("ANSWER_CHALLENGE",)),
@@ -80,7 +96,7 @@ def test_every_row_keeps_the_invariants(item):
         (State.REGISTERING_STATE, Event.TOO_BRIEF, State.REGISTERING_STATE, ("RAISE_EXPIRES", "SEND_REGISTER")),
         (State.REGISTERING_STATE, Event.OK_LOST, State.REGISTRAR_ERROR_STATE, ("FAIL", "RELEASE")),
         (State.REGISTERING_STATE, Event.OK_CLEANUP, State.UNREGISTERING_STATE, ("BIND", "SEND_REMOVE_ALL")),
-        (State.UNREGISTERING_STATE, Event.OK, State.REGISTERING_STATE, ("UNBIND", "NEW_DIALOG", "SEND_REGISTER")),
+        (State.UNREGISTERING_STATE, Event.OK, State.NOT_REGISTERED_STATE, ("UNBIND", "NEW_DIALOG", "RELEASE", "PERSIST_DIALOG")),
         (State.AUTHENTICATING_UNREGISTER_STATE, Event.OK_DISABLED, State.NOT_REGISTERED_STATE, ("UNBIND", "RELEASE")),
         (State.UNREGISTERING_STATE, Event.TOO_BRIEF, State.REGISTRAR_ERROR_STATE, ("FAIL", "RELEASE")),
         (State.REGISTERING_STATE, Event.TIMEOUT, State.REGISTER_TIMEOUT_STATE, ("FAIL", "RELEASE")),
@@ -109,17 +125,20 @@ LIVE = sorted(set(Event) - {Event.STOP}, key=lambda e: e.name)
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(LIVE), max_size=60))
 def test_random_sequences_never_leave_a_sending_state_with_nothing_in_flight(events):
-    state, pending = State.NOT_REGISTERED_STATE, False
+    # What the record has in flight: None, "request" or "write" (its new dialog's row).
+    state, pending = State.NOT_REGISTERED_STATE, None
     for event in events:
-        if event in REPLIES and not pending:
-            continue  # no request, no reply
+        if (event in REPLIES and pending != "request") or (event in WRITES and pending != "write"):
+            continue  # no request, no reply; no write, no commit
         transition = step(state, event)
-        if event in REPLIES or Effect.CANCEL in transition.effects:
-            pending = False
+        if event in REPLIES | WRITES or Effect.CANCEL in transition.effects:
+            pending = None
         if any(e in SENDS for e in transition.effects):
-            pending = True
+            pending = "request"
+        if Effect.PERSIST_DIALOG in transition.effects:
+            pending = "write"
         state = transition.next
-        assert (state in IN_FLIGHT) == pending, (event, state)
+        assert (state in IN_FLIGHT) == (pending == "request"), (event, state)
 
 
 def test_the_machine_imports_no_twisted():

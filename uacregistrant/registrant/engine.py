@@ -119,9 +119,12 @@ class Engine:
         rng: random.Random | None = None,
         keepalives: Keepalives | None = None,
         active: Callable[[Registrant], bool] | None = None,
+        write_ahead: Callable[[Registrant], Deferred] | None = None,
     ) -> None:
         """``resolver``: anything with resolve(uri_text) -> Deferred[Targets] (transport.dns.SIPResolver).
-        ``active``: whether this node registers a record now (clustering); all by default."""
+        ``active``: whether this node registers a record now (clustering); all by default.
+        ``write_ahead``: commits a record's new dialog, firing once it is durable
+        (``persist.RuntimeWriter.write_ahead``); without it nothing waits."""
         self.clock = clock
         self.timing = timing
         self._observers: dict[str, list[Callable]] = {name: [] for name in METHODS}
@@ -133,6 +136,7 @@ class Engine:
             clock=clock,
             timing=timing,
             send=self.router.send,
+            write_ahead=write_ahead or (lambda registrant: succeed(None)),
             random_bytes=random_bytes,
             rng=rng,
             user_agent=user_agent,
@@ -262,6 +266,11 @@ class Engine:
         self.executor.fire(
             registrant, Event.RESUME, call_id=call_id, from_tag=from_tag, cseq=cseq, expires=expires, granted_at=granted_at
         )
+
+    def resume_dialog(self, registrant: Registrant, call_id: str, from_tag: str, cseq: int) -> None:
+        """Go on with a saved dialog whose REGISTER may have reached the registrar:
+        the next REGISTER uses it, with a higher CSeq, instead of a new one."""
+        self.executor.fire(registrant, Event.RESUME_DIALOG, call_id=call_id, from_tag=from_tag, cseq=cseq)
 
     def flow_lost(self, flow: Destination) -> None:
         """A TCP/TLS connection closed: its registered records register again at once

@@ -23,7 +23,7 @@ from ..sip import digest
 from ..sip.errors import SIPError
 from ..sip.message import Response
 from ..transport.errors import TransactionTimeout
-from .machine import KIND_OF, REMOVE_ALL, SENDS, TABLE, Effect, Event, Registrant
+from .machine import KIND_OF, REMOVE_ALL, STARTS, TABLE, Effect, Event, Registrant
 from .policy import Timing, refresh_at, retry_delay, scheduled_expiry
 from .replies import Outcome, classify, lenient
 from .request import register_request
@@ -34,7 +34,7 @@ log = Logger()
 E = Effect
 # Effects carried out once the record is in its next state and observers know:
 # whatever they set off (a reply, a visit, a waiter's callback) sees the new state.
-_AFTER = SENDS | {E.SCHEDULE_NOW, E.RELEASE}
+_AFTER = STARTS | {E.SCHEDULE_NOW, E.VISIT_NOW, E.RELEASE}
 
 
 class Executor:
@@ -44,6 +44,7 @@ class Executor:
         clock: IReactorTime,
         timing: Timing,
         send: Callable[[Registrant, object], Deferred],
+        write_ahead: Callable[[Registrant], Deferred],
         random_bytes: Callable[[int], bytes],
         rng: random.Random,
         user_agent: str,
@@ -55,6 +56,7 @@ class Executor:
         self.clock = clock
         self.timing = timing
         self.send = send
+        self.write_ahead = write_ahead
         self.random_bytes = random_bytes
         # Jitter only; tokens on the wire come from ``random_bytes``.
         self.random = rng
@@ -144,17 +146,40 @@ class Executor:
         self.fire(registrant, Event.TRANSPORT_ERROR)
         return None
 
+    def _durable(self, _: object, registrant: Registrant, pending: Deferred) -> None:
+        if registrant.pending is not pending:
+            return  # cancelled or superseded
+        registrant.pending = None
+        self.fire(registrant, Event.DIALOG_DURABLE)
+
+    def _not_durable(self, failure: Failure, registrant: Registrant, pending: Deferred) -> None:
+        if registrant.pending is not pending:
+            return None
+        registrant.pending = None
+        if failure.check(CancelledError):
+            return None
+        # The writer has logged why; a dialog we could lose never goes on the wire.
+        registrant.last_code, registrant.last_reason = None, "runtime state not saved"
+        self.fire(registrant, Event.DIALOG_WRITE_FAILED)
+        return None
+
     # -- effects out --------------------------------------------------------------
 
     def _effect(self, effect: Effect, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
         if effect is E.SEND_REGISTER or effect is E.SEND_UNREGISTER or effect is E.SEND_REMOVE_ALL:
             registrant.kind = KIND_OF[effect]
-            registrant.challenged = registrant.stale_answered = False
+            registrant.challenged = registrant.stale_answered = registrant.ready = False
             if effect is E.SEND_REMOVE_ALL:
                 registrant.removed_all = True
             elif effect is E.SEND_REGISTER:
                 registrant.last_register_sent = self.clock.seconds()
             self._transmit(registrant, None)
+        elif effect is E.PERSIST_DIALOG:
+            pending = self.write_ahead(registrant)
+            registrant.pending = pending
+            pending.addCallbacks(
+                self._durable, self._not_durable, callbackArgs=(registrant, pending), errbackArgs=(registrant, pending)
+            )
         elif effect is E.ANSWER_CHALLENGE:
             self._answer(registrant, outcome, data["response"])
         elif effect is E.ACCEPT:
@@ -172,6 +197,7 @@ class Executor:
             registrant.got_423 = registrant.removed_all = False
         elif effect is E.NEW_DIALOG:
             registrant.renew_dialog(self.token)
+            registrant.ready = False
         elif effect is E.MARK_NEW_DIALOG:
             registrant.new_dialog = True
         elif effect is E.RAISE_EXPIRES:
@@ -183,6 +209,9 @@ class Executor:
             registrant.bound = False
         elif effect is E.ADOPT:
             self._adopt(registrant, **data)
+        elif effect is E.ADOPT_DIALOG:
+            registrant.call_id, registrant.from_tag, registrant.cseq = data["call_id"], data["from_tag"], data["cseq"]
+            registrant.new_dialog = False
         elif effect is E.SET_ENABLED:
             registrant.enabled = True
         elif effect is E.SET_DISABLED:
@@ -190,6 +219,10 @@ class Executor:
             registrant.registration_timeout = 0.0
         elif effect is E.SCHEDULE_NOW:
             registrant.auth_failures = 0
+            registrant.registration_timeout = 0.0
+            self.visit_now(registrant)
+        elif effect is E.VISIT_NOW:
+            registrant.ready = True
             registrant.registration_timeout = 0.0
             self.visit_now(registrant)
         elif effect is E.RECONFIGURE:

@@ -25,6 +25,7 @@ class Event(enum.Enum):
     # The scheduler's visit of a due record, by what it is due for.
     VISIT_REGISTER = "visit: refresh or register in the same dialog"
     VISIT_NEW_DIALOG = "visit: register in a new dialog"
+    VISIT_READY = "visit: the new dialog is committed, its REGISTER goes (same cycle)"
     VISIT_UNREGISTER = "visit: disabled and bound"
     VISIT_IDLE = "visit: disabled, nothing bound"
     # Final replies and transaction outcomes (RFC 3261 §10.2, §17.1.2).
@@ -44,6 +45,9 @@ class Event(enum.Enum):
     MALFORMED = "a reply we cannot read"
     TRANSPORT_ERROR = "the request could not be sent"
     TOO_MANY_FOLLOW_UPS = "a follow-up over the per-cycle bound"
+    # The runtime row of a new dialog (write-ahead).
+    DIALOG_DURABLE = "the new dialog is committed to the runtime table"
+    DIALOG_WRITE_FAILED = "the new dialog could not be committed"
     # Operators and the service.
     ENABLE = "reg_enable of a disabled record"
     DISABLE = "reg_disable"
@@ -53,6 +57,7 @@ class Event(enum.Enum):
     SHUTDOWN_UNBOUND = "shutdown of a record with nothing bound or in flight"
     PASSIVATE = "another node registers the record now"
     RESUME = "go on with a saved binding"
+    RESUME_DIALOG = "go on with a saved dialog whose binding is unknown"
     STOP = "forget what is in flight"
     FAULT = "the engine failed while handling the record"
 
@@ -66,11 +71,13 @@ class Effect(enum.Enum):
     BIND = "the registrar holds a binding of ours"
     UNBIND = "the registrar holds no binding of ours"
     ADOPT = "take the saved dialog and binding, schedule the refresh"
+    ADOPT_DIALOG = "take the saved dialog; the next REGISTER goes on in it"
     FAIL = "count a failure, schedule the retry by the failure policy"
     FAIL_CREDENTIALS = "as FAIL, with the longer wait of a credentials failure"
     SET_ENABLED = "enabled flag on"
     SET_DISABLED = "enabled flag off"
     SCHEDULE_NOW = "due at once (and lift a credentials stop)"
+    VISIT_NOW = "its dialog is ready: due at once, sent by the scheduler within the window and the rate"
     RECONFIGURE = "take the new column values"
     CANCEL = "cancel the request in flight"
     RELEASE = "fire whoever waits for the record to settle"
@@ -79,9 +86,13 @@ class Effect(enum.Enum):
     SEND_UNREGISTER = "send REGISTER with expires=0"
     SEND_REMOVE_ALL = "send REGISTER with Contact: * (RFC 3261 §10.2.2)"
     ANSWER_CHALLENGE = "send the request again with (Proxy-)Authorization"
+    # Not on the wire, and last in its row too: the REGISTER waits for it.
+    PERSIST_DIALOG = "commit the new dialog to the runtime table, then DIALOG_DURABLE"
 
 
 SENDS = frozenset({Effect.SEND_REGISTER, Effect.SEND_UNREGISTER, Effect.SEND_REMOVE_ALL, Effect.ANSWER_CHALLENGE})
+# Effects after which the record has something in flight: a request, or its dialog's write.
+STARTS = SENDS | {Effect.PERSIST_DIALOG}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +111,7 @@ _REST = (S.NOT_REGISTERED_STATE, S.REGISTERED_STATE, *sorted(FAILED))
 _REGISTERING = (S.REGISTERING_STATE, S.AUTHENTICATING_STATE)
 _UNREGISTERING = (S.UNREGISTERING_STATE, S.AUTHENTICATING_UNREGISTER_STATE)
 
-_VISITS = (Event.VISIT_REGISTER, Event.VISIT_NEW_DIALOG, Event.VISIT_UNREGISTER, Event.VISIT_IDLE)
+_VISITS = (Event.VISIT_REGISTER, Event.VISIT_NEW_DIALOG, Event.VISIT_READY, Event.VISIT_UNREGISTER, Event.VISIT_IDLE)
 _REPLIES = (
     Event.OK,
     Event.OK_CLEANUP,
@@ -118,6 +129,8 @@ _REPLIES = (
     Event.MALFORMED,
     Event.TRANSPORT_ERROR,
     Event.TOO_MANY_FOLLOW_UPS,
+    Event.DIALOG_DURABLE,
+    Event.DIALOG_WRITE_FAILED,
 )
 
 # How a request in flight ends when it fails, whatever it was.
@@ -133,6 +146,7 @@ _FAILURES = {
     Event.MALFORMED: Transition(S.INTERNAL_ERROR_STATE, (E.FAIL, E.RELEASE)),
     Event.TRANSPORT_ERROR: Transition(S.INTERNAL_ERROR_STATE, (E.FAIL, E.RELEASE)),
     Event.TOO_MANY_FOLLOW_UPS: Transition(S.REGISTRAR_ERROR_STATE, (E.FAIL, E.RELEASE)),
+    Event.DIALOG_WRITE_FAILED: Transition(S.INTERNAL_ERROR_STATE, (E.FAIL,)),
 }
 
 
@@ -146,11 +160,15 @@ def _build() -> dict[tuple[State, Event], Transition]:
 
     # A visit starts a registration cycle from a state at rest.
     row(_REST, Event.VISIT_REGISTER, Transition(S.REGISTERING_STATE, (E.NEW_CYCLE, E.SEND_REGISTER)))
-    row(
-        _REST,
-        Event.VISIT_NEW_DIALOG,
-        Transition(S.REGISTERING_STATE, (E.NEW_CYCLE, E.NEW_DIALOG, E.SEND_REGISTER)),
-    )
+    # A new dialog goes on the wire only once its runtime row is committed.
+    # The record waits at rest (no in-flight slot: nothing is on the wire),
+    # then goes through the scheduler like any due record.
+    row(_REST, Event.VISIT_NEW_DIALOG, Transition(S.NOT_REGISTERED_STATE, (E.NEW_CYCLE, E.NEW_DIALOG, E.PERSIST_DIALOG)))
+    for state in _REST:
+        table[(state, Event.VISIT_NEW_DIALOG)] = Transition(state, (E.NEW_CYCLE, E.NEW_DIALOG, E.PERSIST_DIALOG))
+        table[(state, Event.DIALOG_DURABLE)] = Transition(state, (E.VISIT_NOW,))
+    row(_REST, Event.DIALOG_WRITE_FAILED, _FAILURES[Event.DIALOG_WRITE_FAILED])
+    row(_REST, Event.VISIT_READY, Transition(S.REGISTERING_STATE, (E.SEND_REGISTER,)))
     row(_REST, Event.VISIT_UNREGISTER, Transition(S.UNREGISTERING_STATE, (E.NEW_CYCLE, E.SEND_UNREGISTER)))
     row(_REST, Event.VISIT_IDLE, Transition(S.NOT_REGISTERED_STATE))
     for event in _VISITS:
@@ -165,7 +183,7 @@ def _build() -> dict[tuple[State, Event], Transition]:
 
     # Replies to an unREGISTER or a Contact: * removal: no binding of ours is
     # left; an enabled record registers again at once in a new dialog.
-    done = Transition(S.REGISTERING_STATE, (E.UNBIND, E.NEW_DIALOG, E.SEND_REGISTER))
+    done = Transition(S.NOT_REGISTERED_STATE, (E.UNBIND, E.NEW_DIALOG, E.RELEASE, E.PERSIST_DIALOG))
     for event in (Event.OK, Event.OK_CLEANUP, Event.OK_LOST):
         row(_UNREGISTERING, event, done)
     row(_UNREGISTERING, Event.OK_DISABLED, Transition(S.NOT_REGISTERED_STATE, (E.UNBIND, E.RELEASE)))
@@ -176,11 +194,16 @@ def _build() -> dict[tuple[State, Event], Transition]:
     for event, transition in _FAILURES.items():
         if event is Event.OK_LOST:
             row(_REGISTERING, event, transition)
+        elif event is Event.DIALOG_WRITE_FAILED:
+            pass  # written at rest, below
         else:
             row((*_REGISTERING, *_UNREGISTERING), event, transition)
     # A reply for a request no longer in flight changes nothing.
     for event in _REPLIES:
-        row(_REST, event, None)
+        if event not in (Event.DIALOG_DURABLE, Event.DIALOG_WRITE_FAILED):
+            row(_REST, event, None)
+    for event in (Event.DIALOG_DURABLE, Event.DIALOG_WRITE_FAILED):
+        row((*_REGISTERING, *_UNREGISTERING), event, None)
 
     # Operators and the service; the state stays unless the row says otherwise.
     for state in S:
@@ -196,6 +219,8 @@ def _build() -> dict[tuple[State, Event], Transition]:
         table[(state, Event.PASSIVATE)] = Transition(S.NOT_REGISTERED_STATE, (E.CANCEL, E.RELEASE, E.UNBIND))
         table[(state, Event.RESUME)] = Transition(S.REGISTERED_STATE, (E.CANCEL, E.ADOPT, E.RELEASE))
         table[(state, Event.FAULT)] = Transition(S.INTERNAL_ERROR_STATE, (E.CANCEL, E.FAIL, E.RELEASE))
+        # Only a record at rest takes a saved dialog (start-up, tag taken over).
+        table[(state, Event.RESUME_DIALOG)] = Transition(state, () if state in IN_FLIGHT else (E.ADOPT_DIALOG,))
 
     # Remove the binding now; an unREGISTER already in flight goes on.  A
     # record at rest with nothing bound only stops.
@@ -260,6 +285,7 @@ class Registrant:
         "got_423",
         "sends",
         "new_dialog",
+        "ready",
         # The engine's handles: the request in flight, who waits for the record
         # to settle, and a count of events (to notice one fired from an observer).
         "pending",
@@ -299,13 +325,18 @@ class Registrant:
         self.removed_all = False
         self.got_423 = False
         self.sends = 0
-        self.new_dialog = False
+        # The dialog above is not on disk yet: the first REGISTER writes one ahead.
+        self.new_dialog = True
+        # Its new dialog is committed and its REGISTER not sent yet.
+        self.ready = False
         self.pending: object | None = None
         self.waiters: list | None = None
         self.events = 0
 
     def due(self, now: float) -> bool:
         """Whether a visit at ``now`` would send something."""
+        if self.pending is not None:
+            return False  # its new dialog is being written
         state = self.state
         if state in IN_FLIGHT:
             return False
@@ -321,8 +352,11 @@ class Registrant:
             if self.bound or self.state is State.REGISTERED_STATE:
                 return Event.VISIT_UNREGISTER
             return Event.VISIT_IDLE
-        if self.new_dialog or self.state in FAILED:
+        # Set by every failure, and for a dialog never written.
+        if self.new_dialog:
             return Event.VISIT_NEW_DIALOG
+        if self.ready:
+            return Event.VISIT_READY
         return Event.VISIT_REGISTER
 
     def shutdown_event(self) -> Event:

@@ -1,8 +1,13 @@
 """Runtime state that survives a restart or moves to another node (Call-ID, CSeq, expiry).
 
-Transitions only mark a record dirty; a timer writes the dirty ones in one
-batch, off the hot path.  A failed write keeps them dirty for the next try and
-never holds up a registration.
+Two ways in, one batch writer.  Transitions only mark a record dirty (write
+behind): a timer writes the dirty ones in one batch, off the hot path, and a
+failed write keeps them dirty for the next try.  A record starting a new
+dialog asks ``write_ahead``: its row joins the next batch too, and its
+REGISTER waits until that batch is committed, so a Call-ID is on disk before
+it is on the wire.  Such a batch starts within ``AHEAD_DELAY``; a burst of
+new dialogs costs a few transactions a second (up to ``BATCH`` rows each),
+never one per record.
 """
 
 from __future__ import annotations
@@ -14,16 +19,18 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from ..store.interface import IRegistrantStore, RuntimeState
 from .engine import Engine
 from .machine import Registrant
 from .observer import EngineObserver
 from .record import RecordKey
+from .runtime import IRuntimeStore, RuntimeState
 from .states import State
 
 log = Logger()
 
-BATCH = 1000
+BATCH = 10_000
+# A new dialog waits at most this long for its batch to start (write-behind waits ``delay``).
+AHEAD_DELAY = 0.2
 
 
 def snapshot(registrant: Registrant, now: float) -> RuntimeState:
@@ -43,26 +50,49 @@ def snapshot(registrant: Registrant, now: float) -> RuntimeState:
 
 class RuntimeWriter(EngineObserver):
     def __init__(
-        self, engine: Engine, store: IRegistrantStore, clock: IReactorTime, delay: float = 1.0
+        self,
+        store: IRuntimeStore,
+        clock: IReactorTime,
+        *,
+        active: Callable[[Registrant], bool] = lambda registrant: True,
+        delay: float = 1.0,
     ) -> None:
-        self.engine = engine
-        # Only what this node registers is written: a standby's view is stale.
-        self.active = engine.active
         self.store = store
         self.clock = clock
+        # Only what this node registers is written: a standby's view is stale.
+        self.active = active
         self.delay = delay
         self.failures = 0
         self._dirty: dict[RecordKey, Registrant] = {}
+        # Records waiting for their dialog (Call-ID) to be committed.
+        self._ahead: dict[RecordKey, list[tuple[str, Deferred]]] = {}
         self._call: IDelayedCall | None = None
         self._writing: Deferred | None = None
-        engine.subscribe(self)
 
     def transition(self, registrant: Registrant, old: State, new: State) -> None:
+        if self.active(registrant):
+            self._mark(registrant)
+
+    def write_ahead(self, registrant: Registrant) -> Deferred:
+        """Fires once a row with the record's current dialog is committed; fails if it cannot be."""
         if not self.active(registrant):
-            return
+            return succeed(None)
+        waiter: Deferred = Deferred()
+        self._ahead.setdefault(registrant.key, []).append((registrant.call_id, waiter))
+        self._mark(registrant, min(AHEAD_DELAY, self.delay))
+        return waiter
+
+    def _mark(self, registrant: Registrant, delay: float | None = None) -> None:
         self._dirty[registrant.key] = registrant
-        if self._call is None and self._writing is None:
-            self._call = self.clock.callLater(self.delay, self.flush)
+        if self._writing is None:  # else the write in progress schedules the next one
+            self._schedule(self.delay if delay is None else delay)
+
+    def _schedule(self, delay: float) -> None:
+        """A flush within ``delay`` (one timer, never two)."""
+        if self._call is None:
+            self._call = self.clock.callLater(delay, self.flush)
+        elif self._call.getTime() > self.clock.seconds() + delay:
+            self._call.reset(delay)
 
     def flush(self) -> Deferred:
         """Write what is dirty now; fires when written (or failed, and kept for later)."""
@@ -85,19 +115,48 @@ class RuntimeWriter(EngineObserver):
             return self.flush() if self._dirty else succeed(None)
         now = self.clock.seconds()
         states = [snapshot(registrant, now) for registrant in batch.values()]
+        waiters = self._waiters_for(states)
         writing = self._writing = self.store.save_runtime(states)
-        writing.addCallbacks(self._written, self._failed, errbackArgs=(batch,))
+        writing.addCallbacks(self._written, self._failed, callbackArgs=(waiters,), errbackArgs=(batch, waiters))
         return writing
 
-    def _written(self, _: object) -> None:
+    def _waiters_for(self, states: list[RuntimeState]) -> list[Deferred]:
+        """The waiters this batch answers: those of its keys whose dialog it holds."""
+        answered = []
+        ahead = self._ahead
+        if not ahead:
+            return answered
+        for state in states:
+            waiting = ahead.get(state.key)
+            if waiting is None:
+                continue
+            later = []
+            for call_id, waiter in waiting:
+                if waiter.called:
+                    continue  # cancelled: the record moved on
+                (answered if call_id == state.call_id else later).append(waiter)
+            if later:
+                ahead[state.key] = later
+            else:
+                del ahead[state.key]
+        return answered
+
+    def _written(self, _: object, waiters: list[Deferred]) -> None:
         self._writing = None
         self.failures = 0
+        # Their REGISTERs go out now (through the scheduler); that marks them dirty again.
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(None)
         if self._dirty:
-            # A backlog goes on at once; fresh changes wait for the next batch.
-            later = 0 if len(self._dirty) >= BATCH else self.delay
-            self._call = self.clock.callLater(later, self.flush)
+            # A backlog goes on at once; fresh changes wait for the next batch,
+            # new dialogs no longer than AHEAD_DELAY.
+            if len(self._dirty) >= BATCH:
+                self._schedule(0.0)
+            else:
+                self._schedule(min(AHEAD_DELAY, self.delay) if self._ahead else self.delay)
 
-    def _failed(self, failure, batch: dict[RecordKey, Registrant]) -> None:
+    def _failed(self, failure, batch: dict[RecordKey, Registrant], waiters: list[Deferred]) -> None:
         self._writing = None
         self.failures += 1
         # Newer changes win over the batch that failed.
@@ -109,6 +168,11 @@ class RuntimeWriter(EngineObserver):
             why=failure.getErrorMessage(),
             retry=retry,
         )
+        # Their new dialogs stay off the wire; each record retries by its failure policy.
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.errback(failure)
+        self._cancel(None)
         self._call = self.clock.callLater(retry, self.flush)
 
     @inlineCallbacks
@@ -141,26 +205,26 @@ def resume(
     """Resume the selected records whose saved binding is still valid; returns how many.
 
     Each goes on with the same Call-ID and From-tag and a higher CSeq, and is
-    refreshed when due, so the registrar keeps one binding per record.
+    refreshed when due, so the registrar keeps one binding per record.  Any
+    other saved record keeps its last dialog (its REGISTER may have reached
+    the registrar): the next REGISTER goes on in it.
     """
     resumed = 0
     for registrant in engine:
         state = saved.get(registrant.key)
-        if (
-            state is None
-            or not select(registrant)
-            or state.state != State.REGISTERED_STATE
-            or state.expires_at <= now
-            or not registrant.enabled
-        ):
+        if state is None or not select(registrant) or not registrant.enabled:
             continue
-        engine.resume(
-            registrant,
-            state.call_id,
-            state.from_tag,
-            state.cseq + CSEQ_MARGIN,
-            state.expires,
-            state.expires_at - state.expires,
-        )
-        resumed += 1
+        if state.state == State.REGISTERED_STATE and state.expires_at > now:
+            engine.resume(
+                registrant,
+                state.call_id,
+                state.from_tag,
+                state.cseq + CSEQ_MARGIN,
+                state.expires,
+                state.expires_at - state.expires,
+            )
+            resumed += 1
+        elif registrant.state is State.NOT_REGISTERED_STATE and state.call_id:
+            # Written ahead, so possibly on the wire: never a second dialog for it.
+            engine.resume_dialog(registrant, state.call_id, state.from_tag, state.cseq + CSEQ_MARGIN)
     return resumed

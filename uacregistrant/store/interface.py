@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from zope.interface import Attribute, Interface
 
 from uacregistrant.registrant.record import RecordConfig, RecordKey
+from uacregistrant.registrant.runtime import IRuntimeStore, RuntimeState
 from uacregistrant.store.rows import RowError
 
 RUNTIME_TABLE = "uac_registrant_runtime"
@@ -24,23 +25,6 @@ class NoSuchRow(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached or is closed."""
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeState:
-    """What a node must share so another can go on refreshing the same binding."""
-
-    key: RecordKey
-    call_id: str
-    from_tag: str
-    cseq: int
-    state: int
-    # The expiry the registrar granted, and when that binding runs out (epoch).
-    expires: int
-    expires_at: float
-    updated_at: float
-    last_code: int | None = None
-    last_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +60,7 @@ class LoadResult:
 Validate = Callable[[Mapping[str, object]], RecordConfig]
 
 
-class IRegistrantStore(Interface):
+class IRegistrantStore(IRuntimeStore):
     """The ``registrant`` table (OpenSIPS schema v3) plus our runtime table.
 
     Every method returns a Deferred.  Rows are dicts keyed by the logical
@@ -114,9 +98,6 @@ class IRegistrantStore(Interface):
 
     def delete(key):
         """Deferred[None]: delete the row; NoSuchRow when absent."""
-
-    def save_runtime(states):
-        """Deferred[None]: insert or replace a batch of RuntimeState in one transaction."""
 
     def load_runtime():
         """Deferred[dict[RecordKey, RuntimeState]]."""
