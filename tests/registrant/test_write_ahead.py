@@ -194,3 +194,22 @@ def test_a_standby_does_not_write_ahead():
     assert d.called and store.runtime == {}
 
 
+
+
+def test_a_new_dialog_takes_one_rate_token_not_two():
+    configs = [record(aor=f"sip:r{i}@example.test") for i in range(200)]
+    store = HeldStore(*configs)
+    engine, sender, clock, writer = writing_engine(store, max_register_rate=100, hash_size=0)
+    engine.apply(configs)
+    engine.start()
+    clock.advance(TI)  # the one bucket's first visit
+    sent = 0
+    while sent < 200:
+        clock.advance(0.05)  # the token bucket saves up 50 ms worth at most
+        while store.held:
+            store.commit()
+        sent += len(sender.sent)
+        sender.sent.clear()
+        assert clock.seconds() < TI + 10
+    # 100 REGISTERs a second, plus one wait for the commit: not 2 s of tokens for the writes.
+    assert clock.seconds() <= TI + 2.5

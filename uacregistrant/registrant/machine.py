@@ -359,6 +359,10 @@ class Registrant:
             return Event.VISIT_READY
         return Event.VISIT_REGISTER
 
+    def writes_first(self) -> bool:
+        """Whether a visit now would only write a new dialog ahead (nothing on the wire yet)."""
+        return self.enabled and self.new_dialog and self.state not in IN_FLIGHT
+
     def shutdown_event(self) -> Event:
         return Event.SHUTDOWN if self.bound or self.state in IN_FLIGHT else Event.SHUTDOWN_UNBOUND
 

@@ -195,7 +195,9 @@ class Scheduler:
     def _pump(self) -> None:
         queue = self._queue
         while queue and self.in_flight < self.max_in_flight:
-            if not self.limiter.take():
+            # A visit that only writes a new dialog ahead puts nothing on the
+            # wire: its REGISTER takes the token when it comes back ready.
+            if not queue[0].writes_first() and not self.limiter.take():
                 self.rate_limited += 1  # one wait for a token
                 self.on_rate_limited()
                 self._pump_call = self.clock.callLater(self.limiter.wait(), self._resume)
