@@ -22,20 +22,12 @@ import pytest
 
 from tests.peers import free_port
 from tests.peers.kamailio import Binding, Kamailio
-from uacregistrant.registrant.persist import RuntimeWriter
 
 from .service import ServiceProcess, make_mysql_table, make_pg_table, make_table, mysql_query, wait_until
 from .udp_peers import Seen, UDPRelay
 
 TI = 2  # timer_interval: first REGISTERs spread over 2 s, refreshes 2·TI early
 REGISTERED = 3
-# Expected to fail while a new dialog's Call-ID is not durable before its first
-# REGISTER leaves (the runtime writer has no write-ahead yet).
-needs_write_ahead = pytest.mark.xfail(
-    not hasattr(RuntimeWriter, "write_ahead"),
-    strict=True,
-    reason="a new dialog's Call-ID is written only after its REGISTER is sent",
-)
 
 
 @pytest.fixture(params=["postgres", "sqlite", "mysql"])
@@ -177,7 +169,6 @@ def is_register(seen: Seen) -> bool:
     return seen.upstream and getattr(seen.message, "method", None) == "REGISTER"
 
 
-@needs_write_ahead
 @pytest.mark.timeout(120)
 def test_kill_just_after_the_first_register_went_out(node_for, registrar, relay):
     node = node_for(["alice"], expiry=20)
@@ -192,7 +183,6 @@ def test_kill_just_after_the_first_register_went_out(node_for, registrar, relay)
     same_dialogs_go_on(registrar, before, 30)
 
 
-@needs_write_ahead
 @pytest.mark.timeout(120)
 def test_kill_just_after_the_200(node_for, registrar, relay):
     node = node_for(["alice", "bob"], expiry=20)
@@ -227,7 +217,6 @@ def test_kill_during_a_refresh(node_for, registrar, relay):
     same_dialogs_go_on(registrar, before, 30)
 
 
-@needs_write_ahead
 @pytest.mark.timeout(170)
 def test_kill_in_the_middle_of_1000_first_registrations(node_for, registrar, relay):
     users = [f"m{n}" for n in range(1000)]
