@@ -12,7 +12,6 @@ import pytest
 from tests.peers import free_port
 
 from .service import COLUMNS, OPENSIPS_SQLITE, ServiceProcess, wait_until
-from .udp_peers import ANSWER, ScriptedRegistrar
 
 # The OpenSIPS script without the UNIQUE (aor, binding_URI, registrar) index.
 WITHOUT_UNIQUE = re.sub(r",\s*CONSTRAINT registrant_registrant_idx\s+UNIQUE \([^)]*\)", "", OPENSIPS_SQLITE)
@@ -38,20 +37,13 @@ def aors_in(path) -> list[str]:
     return found
 
 
-@pytest.fixture
-def registrar():
-    fake = ScriptedRegistrar(ANSWER).start()
-    yield fake
-    fake.stop()
-
-
 @pytest.mark.timeout(120)
-def test_duplicates_then_a_deleted_then_a_replaced_file(tmp_path, registrar):
+def test_duplicates_then_a_deleted_then_a_replaced_file(tmp_path, scripted_registrar):
     sip_port = free_port("udp")
     path = tmp_path / "registrant.sqlite"
 
     def row(user, expiry=600):
-        return dict(registrar=registrar.uri, aor=f"sip:{user}@example.test",
+        return dict(registrar=scripted_registrar.uri, aor=f"sip:{user}@example.test",
                     binding_URI=f"sip:{user}@127.0.0.1:{sip_port}", expiry=expiry)
 
     first, again, _ = write_table(path, [row("alice", 600), row("alice", 900), row("bob")])
@@ -75,10 +67,11 @@ def test_duplicates_then_a_deleted_then_a_replaced_file(tmp_path, registrar):
         for suffix in ("", "-wal", "-shm"):
             (tmp_path / f"registrant.sqlite{suffix}").unlink(missing_ok=True)
         carol = {"aor": "sip:carol@example.test", "contact": f"sip:carol@127.0.0.1:{sip_port}",
-                 "registrar": registrar.uri, "expiry": "600"}
+                 "registrar": scripted_registrar.uri, "expiry": "600"}
         reply = svc.mi("reg_upsert", carol)
         assert "error" in reply, reply
-        bob = {"aor": "sip:bob@example.test", "contact": f"sip:bob@127.0.0.1:{sip_port}", "registrar": registrar.uri}
+        bob = {"aor": "sip:bob@example.test", "contact": f"sip:bob@127.0.0.1:{sip_port}",
+               "registrar": scripted_registrar.uri}
         reply = svc.mi("reg_disable", bob)
         assert "error" in reply, reply
         assert svc.records()["sip:bob@example.test"]["enabled"] == "yes"

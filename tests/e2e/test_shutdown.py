@@ -12,7 +12,7 @@ import pytest
 from tests.peers import free_port
 
 from .service import ServiceProcess, make_pg_table, make_table, wait_until
-from .udp_peers import ANSWER, HALF, SILENT, ScriptedRegistrar, expires_of
+from .udp_peers import HALF, SILENT, expires_of
 
 SHUTDOWN_TIMEOUT = 3
 # What the service may take beyond shutdown_timeout (a second), plus what a
@@ -82,27 +82,20 @@ def is_unregister(request) -> bool:
     return expires_of(request) == 0
 
 
-@pytest.fixture
-def fake_registrar():
-    registrar = ScriptedRegistrar(ANSWER).start()
-    yield registrar
-    registrar.stop()
-
-
 @pytest.mark.timeout(120)
-def test_registrar_down_200_records(tmp_path, fake_registrar):
-    svc = start_service(tmp_path, fake_registrar.uri, 200)
-    assert shut_down(svc, 200, lambda: setattr(fake_registrar, "mode", SILENT)) == (0, 200)
+def test_registrar_down_200_records(tmp_path, scripted_registrar):
+    svc = start_service(tmp_path, scripted_registrar.uri, 200)
+    assert shut_down(svc, 200, lambda: setattr(scripted_registrar, "mode", SILENT)) == (0, 200)
     # Every binding got its unREGISTER (retransmitted, never answered).
-    assert len({r.header("Call-ID") for r in fake_registrar.received if is_unregister(r)}) == 200
+    assert len({r.header("Call-ID") for r in scripted_registrar.received if is_unregister(r)}) == 200
 
 
 @pytest.mark.timeout(120)
-def test_registrar_half_answering(tmp_path, fake_registrar):
-    svc = start_service(tmp_path, fake_registrar.uri, 100)
+def test_registrar_half_answering(tmp_path, scripted_registrar):
+    svc = start_service(tmp_path, scripted_registrar.uri, 100)
     # Once registered, only every other dialog is answered: half the unREGISTERs.
-    assert shut_down(svc, 100, lambda: setattr(fake_registrar, "mode", HALF)) == (50, 50)
-    assert fake_registrar.count(is_unregister, answered=True) == 50
+    assert shut_down(svc, 100, lambda: setattr(scripted_registrar, "mode", HALF)) == (50, 50)
+    assert scripted_registrar.count(is_unregister, answered=True) == 50
 
 
 @pytest.mark.timeout(120)
@@ -118,8 +111,8 @@ def test_registrar_up_kamailio(tmp_path, kamailio):
 
 
 @pytest.mark.timeout(120)
-def test_database_down_the_runtime_state_is_given_up_in_time(tmp_path, fake_registrar, postgres, pg_dsn):
-    svc = start_service(tmp_path, fake_registrar.uri, 20, pg_dsn)
+def test_database_down_the_runtime_state_is_given_up_in_time(tmp_path, scripted_registrar, postgres, pg_dsn):
+    svc = start_service(tmp_path, scripted_registrar.uri, 20, pg_dsn)
     try:
         assert shut_down(svc, 20, postgres.stop) == (20, 0)
     finally:
