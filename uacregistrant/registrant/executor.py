@@ -23,7 +23,7 @@ from ..sip import digest
 from ..sip.errors import SIPError
 from ..sip.message import Response
 from ..transport.errors import TransactionTimeout
-from .machine import KIND_OF, REMOVE_ALL, STARTS, TABLE, Effect, Event, Registrant
+from .machine import REGISTER, REMOVE_ALL, TABLE, UNREGISTER, Effect, Event, Registrant
 from .policy import Timing, refresh_at, retry_delay, scheduled_expiry
 from .replies import Outcome, classify, lenient
 from .request import register_request
@@ -32,9 +32,6 @@ from .states import IN_FLIGHT, State
 log = Logger()
 
 E = Effect
-# Effects carried out once the record is in its next state and observers know:
-# whatever they set off (a reply, a visit, a waiter's callback) sees the new state.
-_AFTER = STARTS | {E.SCHEDULE_NOW, E.VISIT_NOW, E.RELEASE}
 
 
 class Executor:
@@ -65,6 +62,31 @@ class Executor:
         self.on_sent = on_sent
         self.on_replied = on_replied
         self.visit_now = visit_now
+        self._do: dict[Effect, Callable[[Registrant, Outcome | None, dict], None]] = {
+            E.NEW_CYCLE: self._new_cycle,
+            E.NEW_DIALOG: self._new_dialog,
+            E.MARK_NEW_DIALOG: self._mark_new_dialog,
+            E.RAISE_EXPIRES: self._raise_expires,
+            E.ACCEPT: self._accept_effect,
+            E.BIND: self._bind,
+            E.UNBIND: self._unbind,
+            E.ADOPT: self._adopt_effect,
+            E.ADOPT_DIALOG: self._adopt_dialog,
+            E.FAIL: self._fail_plain,
+            E.FAIL_CREDENTIALS: self._fail_credentials,
+            E.SET_ENABLED: self._set_enabled,
+            E.SET_DISABLED: self._set_disabled,
+            E.SCHEDULE_NOW: self._schedule_now,
+            E.VISIT_NOW: self._visit_now_ready,
+            E.RECONFIGURE: self._reconfigure,
+            E.CANCEL: self._cancel,
+            E.RELEASE: self._release_effect,
+            E.SEND_REGISTER: self._send_register,
+            E.SEND_UNREGISTER: self._send_unregister,
+            E.SEND_REMOVE_ALL: self._send_remove_all,
+            E.ANSWER_CHALLENGE: self._answer_effect,
+            E.PERSIST_DIALOG: self._persist_dialog,
+        }
 
     # -- events in ----------------------------------------------------------------
 
@@ -79,17 +101,14 @@ class Executor:
         transition = TABLE[(registrant.state, event)]
         registrant.events += 1
         mark = registrant.events
-        after = []
-        for effect in transition.effects:
-            if effect in _AFTER:
-                after.append(effect)
-            else:
-                self._effect(effect, registrant, outcome, data)
+        do = self._do
+        for effect in transition.before:
+            do[effect](registrant, outcome, data)
         self._transition(registrant, transition.next)
         if registrant.events != mark:
             return  # an observer acted on the record: the rest of this row is stale
-        for effect in after:
-            self._effect(effect, registrant, outcome, data)
+        for effect in transition.after:
+            do[effect](registrant, outcome, data)
 
     def fault(self, registrant: Registrant, failure: Failure) -> None:
         """The bulkhead: settle this record in INTERNAL_ERROR_STATE, and nothing else."""
@@ -165,74 +184,102 @@ class Executor:
 
     # -- effects out --------------------------------------------------------------
 
-    def _effect(self, effect: Effect, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
-        if effect is E.SEND_REGISTER or effect is E.SEND_UNREGISTER or effect is E.SEND_REMOVE_ALL:
-            registrant.kind = KIND_OF[effect]
-            registrant.challenged = registrant.stale_answered = registrant.ready = False
-            if effect is E.SEND_REMOVE_ALL:
-                registrant.removed_all = True
-            elif effect is E.SEND_REGISTER:
-                registrant.last_register_sent = self.clock.seconds()
-            self._transmit(registrant, None)
-        elif effect is E.PERSIST_DIALOG:
-            pending = self.write_ahead(registrant)
-            registrant.pending = pending
-            pending.addCallbacks(
-                self._durable, self._not_durable, callbackArgs=(registrant, pending), errbackArgs=(registrant, pending)
-            )
-        elif effect is E.ANSWER_CHALLENGE:
-            self._answer(registrant, outcome, data["response"])
-        elif effect is E.ACCEPT:
-            self._accept(registrant, outcome, data["response"])
-        elif effect is E.FAIL or effect is E.FAIL_CREDENTIALS:
-            self._fail(registrant, outcome, credentials=effect is E.FAIL_CREDENTIALS)
-        elif effect is E.RELEASE:
-            self._release(registrant)
-        elif effect is E.CANCEL:
-            pending, registrant.pending = registrant.pending, None
-            if pending is not None:
-                pending.cancel()
-        elif effect is E.NEW_CYCLE:
-            registrant.sends = 0
-            registrant.got_423 = registrant.removed_all = False
-        elif effect is E.NEW_DIALOG:
-            registrant.renew_dialog(self.token)
-            registrant.ready = False
-        elif effect is E.MARK_NEW_DIALOG:
-            registrant.new_dialog = True
-        elif effect is E.RAISE_EXPIRES:
-            registrant.got_423 = True
-            registrant.wanted_expires = outcome.expires
-        elif effect is E.BIND:
-            registrant.bound = True
-        elif effect is E.UNBIND:
-            registrant.bound = False
-        elif effect is E.ADOPT:
-            self._adopt(registrant, **data)
-        elif effect is E.ADOPT_DIALOG:
-            registrant.call_id, registrant.from_tag, registrant.cseq = data["call_id"], data["from_tag"], data["cseq"]
-            registrant.new_dialog = False
-        elif effect is E.SET_ENABLED:
-            registrant.enabled = True
-        elif effect is E.SET_DISABLED:
-            registrant.enabled = False
-            registrant.registration_timeout = 0.0
-        elif effect is E.SCHEDULE_NOW:
-            registrant.auth_failures = 0
-            registrant.registration_timeout = 0.0
-            self.visit_now(registrant)
-        elif effect is E.VISIT_NOW:
-            registrant.ready = True
-            registrant.registration_timeout = 0.0
-            self.visit_now(registrant)
-        elif effect is E.RECONFIGURE:
-            config = data["config"]
-            if config.expiry != registrant.config.expiry:
-                registrant.wanted_expires = config.expiry
-            registrant.config = config
-            registrant.targets = None
-        else:  # pragma: no cover - the table names no other effect
-            raise AssertionError(effect)
+    # One method per effect, all (registrant, outcome, data); ``_do`` maps them.
+
+    def _send_register(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.last_register_sent = self.clock.seconds()
+        self._send_new(registrant, REGISTER)
+
+    def _send_unregister(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        self._send_new(registrant, UNREGISTER)
+
+    def _send_remove_all(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.removed_all = True
+        self._send_new(registrant, REMOVE_ALL)
+
+    def _send_new(self, registrant: Registrant, kind: str) -> None:
+        registrant.kind = kind
+        registrant.challenged = registrant.stale_answered = registrant.ready = False
+        self._transmit(registrant, None)
+
+    def _persist_dialog(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        pending = self.write_ahead(registrant)
+        registrant.pending = pending
+        pending.addCallbacks(
+            self._durable, self._not_durable, callbackArgs=(registrant, pending), errbackArgs=(registrant, pending)
+        )
+
+    def _fail_plain(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        self._fail(registrant, outcome, credentials=False)
+
+    def _fail_credentials(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        self._fail(registrant, outcome, credentials=True)
+
+    def _cancel(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        pending, registrant.pending = registrant.pending, None
+        if pending is not None:
+            pending.cancel()
+
+    def _new_cycle(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.sends = 0
+        registrant.got_423 = registrant.removed_all = False
+
+    def _new_dialog(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.renew_dialog(self.token)
+        registrant.ready = False
+
+    def _mark_new_dialog(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.new_dialog = True
+
+    def _raise_expires(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.got_423 = True
+        registrant.wanted_expires = outcome.expires
+
+    def _bind(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.bound = True
+
+    def _unbind(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.bound = False
+
+    def _adopt_dialog(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.call_id, registrant.from_tag, registrant.cseq = data["call_id"], data["from_tag"], data["cseq"]
+        registrant.new_dialog = False
+
+    def _set_enabled(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.enabled = True
+
+    def _set_disabled(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.enabled = False
+        registrant.registration_timeout = 0.0
+
+    def _schedule_now(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.auth_failures = 0
+        registrant.registration_timeout = 0.0
+        self.visit_now(registrant)
+
+    def _visit_now_ready(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        registrant.ready = True
+        registrant.registration_timeout = 0.0
+        self.visit_now(registrant)
+
+    def _reconfigure(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        config = data["config"]
+        if config.expiry != registrant.config.expiry:
+            registrant.wanted_expires = config.expiry
+        registrant.config = config
+        registrant.targets = None
+
+    def _release_effect(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        self._release(registrant)
+
+    def _answer_effect(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        self._answer(registrant, outcome, data["response"])
+
+    def _accept_effect(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        self._accept(registrant, outcome, data["response"])
+
+    def _adopt_effect(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        self._adopt(registrant, **data)
 
     def _transmit(self, registrant: Registrant, authorization: tuple[str, str] | None) -> None:
         registrant.sends += 1

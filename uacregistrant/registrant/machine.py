@@ -15,13 +15,16 @@ change nothing.  docs/design.rst renders it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .record import RecordConfig
 from .states import FAILED, IN_FLIGHT, State
 
 class Event(enum.Enum):
+    # Members are singletons: identity hashing, in C, for the table's lookups.
+    __hash__ = object.__hash__
+
     # The scheduler's visit of a due record, by what it is due for.
     VISIT_REGISTER = "visit: refresh or register in the same dialog"
     VISIT_NEW_DIALOG = "visit: register in a new dialog"
@@ -63,6 +66,9 @@ class Event(enum.Enum):
 
 
 class Effect(enum.Enum):
+    # Members are singletons: identity hashing, in C, for the table's lookups.
+    __hash__ = object.__hash__
+
     NEW_CYCLE = "reset the per-cycle bounds (follow-ups, 423)"
     NEW_DIALOG = "new Call-ID and From tag, CSeq from 1"
     MARK_NEW_DIALOG = "the next REGISTER starts a new dialog"
@@ -93,12 +99,22 @@ class Effect(enum.Enum):
 SENDS = frozenset({Effect.SEND_REGISTER, Effect.SEND_UNREGISTER, Effect.SEND_REMOVE_ALL, Effect.ANSWER_CHALLENGE})
 # Effects after which the record has something in flight: a request, or its dialog's write.
 STARTS = SENDS | {Effect.PERSIST_DIALOG}
+# Effects carried out once the record is in its next state and observers know:
+# whatever they set off (a reply, a visit, a waiter's callback) sees the new state.
+AFTER = STARTS | {Effect.SCHEDULE_NOW, Effect.VISIT_NOW, Effect.RELEASE}
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
     next: State
     effects: tuple[Effect, ...] = ()
+    # The effects split once, in order: before the state changes, and after.
+    before: tuple[Effect, ...] = field(init=False, repr=False, compare=False)
+    after: tuple[Effect, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "before", tuple(e for e in self.effects if e not in AFTER))
+        object.__setattr__(self, "after", tuple(e for e in self.effects if e in AFTER))
 
 
 class UndefinedTransition(LookupError):
@@ -247,7 +263,6 @@ def step(state: State, event: Event) -> Transition:
 
 # Request kinds, for rebuilding the same request with credentials.
 REGISTER, UNREGISTER, REMOVE_ALL = "register", "unregister", "remove-all"
-KIND_OF = {E.SEND_REGISTER: REGISTER, E.SEND_UNREGISTER: UNREGISTER, E.SEND_REMOVE_ALL: REMOVE_ALL}
 
 
 class Registrant:
@@ -300,8 +315,8 @@ class Registrant:
         # The last state with nothing in flight: tells a routine refresh from a change.
         self.settled = State.NOT_REGISTERED_STATE
         self.enabled = config.enabled
-        self.call_id = token(16)
-        self.from_tag = token(5)
+        # No dialog until the first visit makes one (and writes it ahead).
+        self.call_id = self.from_tag = ""
         self.cseq = 0
         self.wanted_expires = config.expiry
         self.expires = config.expiry
