@@ -1,15 +1,7 @@
-"""Fixtures of the operations tests."""
+"""Fixtures of the operations tests: the end-to-end tests' answering registrar."""
 
 from __future__ import annotations
 
-import pytest
+from tests.e2e.conftest import scripted_registrar
 
-from tests.e2e.udp_peers import ANSWER, ScriptedRegistrar
-
-
-@pytest.fixture
-def registrar():
-    """A UDP registrar that answers every REGISTER with 200."""
-    fake = ScriptedRegistrar(ANSWER).start()
-    yield fake
-    fake.stop()
+__all__ = ["scripted_registrar"]

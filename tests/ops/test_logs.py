@@ -54,17 +54,17 @@ def _json_events(text: str) -> list[dict]:
 
 
 @pytest.mark.timeout(90)
-def test_a_state_change_is_one_key_value_line(tmp_path, registrar):
-    text = _stop(_run(tmp_path, registrar))
+def test_a_state_change_is_one_key_value_line(tmp_path, scripted_registrar):
+    text = _stop(_run(tmp_path, scripted_registrar))
     lines = [line for line in text.splitlines() if " state aor=sip:alice@" in line]
     assert any(STATE_LINE.search(line) for line in lines), lines
     assert "skipped row" in text and "loaded 1 registrant records" in text
 
 
 @pytest.mark.timeout(90)
-def test_json_lines_through_twistd_logger(tmp_path, registrar):
+def test_json_lines_through_twistd_logger(tmp_path, scripted_registrar):
     runner = [*TWISTD, "--logger", "uacregistrant.logs.json_observer"]
-    events = _json_events(_stop(_run(tmp_path, registrar, runner)))
+    events = _json_events(_stop(_run(tmp_path, scripted_registrar, runner)))
     changes = [e for e in events if e.get("log_format", "").startswith("state aor=")]
     assert changes, events[-5:]
     change = changes[0]
@@ -72,30 +72,30 @@ def test_json_lines_through_twistd_logger(tmp_path, registrar):
         "aor": "sip:alice@example.test", "old": "NOT_REGISTERED_STATE", "new": "REGISTERED_STATE",
         "code": 200, "reason": "OK",
     }
-    assert change["registrar"] == registrar.uri
+    assert change["registrar"] == scripted_registrar.uri
     assert change["log_level"]["name"] == "info"
     assert any(e.get("log_format", "").startswith("loaded {count}") and e["count"] == 1 for e in events)
 
 
 @pytest.mark.timeout(90)
-def test_json_lines_through_twist(tmp_path, registrar):
+def test_json_lines_through_twist(tmp_path, scripted_registrar):
     runner = [sys.executable, "-m", "twisted", "--log-format=json"]
-    events = _json_events(_stop(_run(tmp_path, registrar, runner)))
+    events = _json_events(_stop(_run(tmp_path, scripted_registrar, runner)))
     changes = [e for e in events if e.get("log_format", "").startswith("state aor=")]
     assert changes and changes[0]["new"] == "REGISTERED_STATE"
 
 
 @pytest.mark.timeout(90)
-def test_log_level_warn_keeps_warnings_only(tmp_path, registrar):
+def test_log_level_warn_keeps_warnings_only(tmp_path, scripted_registrar):
     runner = [*TWISTD, "--logger", "uacregistrant.logs.json_observer"]
-    events = _json_events(_stop(_run(tmp_path, registrar, runner, "--log-level", "warn")))
+    events = _json_events(_stop(_run(tmp_path, scripted_registrar, runner, "--log-level", "warn")))
     assert events
     assert {e["log_level"]["name"] for e in events} <= {"warn", "error", "critical"}
     assert any(e.get("log_format", "").startswith("skipped row") for e in events)
 
 
 @pytest.mark.timeout(90)
-def test_log_level_with_the_default_text_observer(tmp_path, registrar):
-    text = _stop(_run(tmp_path, registrar, None, "--log-level", "warn"))
+def test_log_level_with_the_default_text_observer(tmp_path, scripted_registrar):
+    text = _stop(_run(tmp_path, scripted_registrar, None, "--log-level", "warn"))
     assert "skipped row" in text
     assert "state aor=" not in text and "loaded 1 registrant records" not in text

@@ -70,13 +70,13 @@ def _add_row(path: Path, row: dict) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_notify_ready_status_watchdog_reload_and_stopping(tmp_path, registrar, monkeypatch):
+def test_notify_ready_status_watchdog_reload_and_stopping(tmp_path, scripted_registrar, monkeypatch):
     sip_port = free_port("udp")
     database = tmp_path / "registrant.sqlite"
     make_table(database, [
-        dict(registrar=registrar.uri, aor="sip:alice@example.test",
+        dict(registrar=scripted_registrar.uri, aor="sip:alice@example.test",
              binding_URI=f"sip:alice@127.0.0.1:{sip_port}", expiry=600),
-        dict(registrar=registrar.uri, aor="sip:bob@example.test",
+        dict(registrar=scripted_registrar.uri, aor="sip:bob@example.test",
              binding_URI=f"sip:bob@127.0.0.1:{sip_port}", expiry=600, state=1),
     ])
     listener = NotifyListener(tmp_path / "notify.sock")
@@ -119,7 +119,7 @@ def test_notify_ready_status_watchdog_reload_and_stopping(tmp_path, registrar, m
         assert 0.3 < mean < 1.0, gaps
 
         # SIGHUP: RELOADING=1, the table read again, READY=1.
-        _add_row(database, dict(registrar=registrar.uri, aor="sip:carol@example.test",
+        _add_row(database, dict(registrar=scripted_registrar.uri, aor="sip:carol@example.test",
                                 binding_URI=f"sip:carol@127.0.0.1:{sip_port}", expiry=600, state=1))
         start = len(listener.messages)
         svc.process.send_signal(signal.SIGHUP)
