@@ -35,18 +35,18 @@ class RecordConfig:
     forced_socket: str | None = None
     cluster_shtag: str | None = None
     enabled: bool = True
-    # RFC 5626 binding: ``reg-id`` and ``+sip.instance`` both present (read per request).
-    unique_binding: bool = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        params = self.binding_params or ""
-        names = [p.split("=", 1)[0].strip() for p in params.split(";")]
-        unique = any(n.startswith("reg-id") for n in names) and any(n.startswith("+sip.instance") for n in names)
-        object.__setattr__(self, "unique_binding", unique)
-
     @property
     def key(self) -> RecordKey:
         return RecordKey(self.aor, self.binding_uri, self.registrar)
+
+    @property
+    def unique_binding(self) -> bool:
+        """RFC 5626 binding: ``reg-id`` and ``+sip.instance`` both present."""
+        params = self.binding_params or ""
+        names = [p.split("=", 1)[0].strip() for p in params.split(";")]
+        return any(n.startswith("reg-id") for n in names) and any(
+            n.startswith("+sip.instance") for n in names
+        )
 
     @property
     def shtag(self) -> tuple[str, int] | None:
