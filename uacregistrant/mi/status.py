@@ -14,7 +14,6 @@ count down in the browser's own time zone.
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 import heapq
@@ -31,6 +30,7 @@ from twisted.web.server import Request
 from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.states import FAILED, State
+from .jsonrpc import bearer_ok
 from .listing import Listing
 
 DEFAULT_LIMIT = 50
@@ -267,11 +267,7 @@ class _Records(Resource):
         return _dumps(body)
 
     def _authorized(self, request: Request) -> bool:
-        if self._token is None:
-            return True
-        scheme, _, credentials = (request.getHeader(b"Authorization") or b"").partition(b" ")
-        # Same rule as /mi, compared in constant time.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+        return bearer_ok(request.getHeader(b"Authorization"), self._token)
 
 
 def _dumps(value: object) -> bytes:
