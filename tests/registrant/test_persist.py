@@ -125,3 +125,25 @@ def test_a_backlog_is_written_in_batches_and_stop_writes_it_all():
     writer.stop()
     assert all(state.state == State.REGISTERED_STATE for state in store.runtime.values())
     assert clock.getDelayedCalls() == []
+
+
+def test_a_write_cancelled_at_the_shutdown_deadline_is_not_retried():
+    from twisted.internet.defer import Deferred
+    from twisted.logger import globalLogPublisher
+
+    store = MemoryStore([record()])
+    engine, sender, clock, writer = bound_engine(store)
+    hanging = []
+    store.save_runtime = lambda states: hanging.append(Deferred()) or hanging[-1]
+    lines = []
+    globalLogPublisher.addObserver(lines.append)
+    try:
+        stopping = writer.stop()
+        assert hanging and not stopping.called
+        hanging[-1].cancel()  # the shutdown deadline
+        assert stopping.called
+    finally:
+        globalLogPublisher.removeObserver(lines.append)
+    engine.shutdown(unregister=False, timeout=1)
+    assert not any("retrying" in (line.get("log_format") or "") for line in lines)
+    assert clock.getDelayedCalls() == []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -161,6 +161,13 @@ class RuntimeWriter(EngineObserver):
         self.failures += 1
         # Newer changes win over the batch that failed.
         self._dirty = {**batch, **self._dirty}
+        # Their new dialogs stay off the wire; each record retries by its failure policy.
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.errback(failure)
+        self._cancel(None)
+        if failure.check(CancelledError):
+            return  # given up at the shutdown deadline: nothing is retried
         retry = min(60.0, self.delay * 2**self.failures)
         log.warn(
             "cannot save runtime state of {count} records ({why}); retrying in {retry:.0f} s",
@@ -168,11 +175,6 @@ class RuntimeWriter(EngineObserver):
             why=failure.getErrorMessage(),
             retry=retry,
         )
-        # Their new dialogs stay off the wire; each record retries by its failure policy.
-        for waiter in waiters:
-            if not waiter.called:
-                waiter.errback(failure)
-        self._cancel(None)
         self._call = self.clock.callLater(retry, self.flush)
 
     @inlineCallbacks
