@@ -30,6 +30,6 @@ setup(
         "prometheus_client",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "pytest-twisted", "hypothesis", "opensipscli", "selenium"],
+        "test": ["docutils", "pytest", "pytest-timeout", "pytest-twisted", "hypothesis", "opensipscli", "selenium"],
     },
 )
