@@ -7,6 +7,7 @@ sends so that a test can check what left the server.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from twisted.internet import reactor
@@ -15,7 +16,8 @@ from twisted.web import server
 
 from tests.registrant.fakes import FakeSender, Sent, make_engine, record, reply, timeout
 from uacregistrant.mi.commands import RegistrantCommands
-from uacregistrant.mi.jsonrpc import MIResource
+from uacregistrant.mi.jsonrpc import Command, MIResource
+from uacregistrant.mi.listing import Listing
 from uacregistrant.mi.metrics import Metrics, MetricsResource
 from uacregistrant.mi.site import build_root, make_site
 from uacregistrant.mi.status import StatusResource
@@ -59,6 +61,38 @@ def lab_records(bulk: int) -> list[RecordConfig]:
     return records
 
 
+class FigureListing(Listing):
+    """reg_list entries carrying the availability figures a test sets per AOR, as the
+    trace lane's contract names them (``enabled_s``, ``bound_s``, ``availability``,
+    ``flaps``, ``last_outage``, ``trace``), over whatever the listing gives."""
+
+    def __init__(self, engine: Engine, figures: dict[str, dict]) -> None:
+        super().__init__(engine)
+        self.figures = figures
+        self.built = 0
+
+    def view(self, registrant) -> dict[str, object]:
+        self.built += 1
+        entry = super().view(registrant)
+        entry.update(self.figures.get(registrant.config.aor, {}))
+        return entry
+
+
+def figures(availability: float | None, flaps: int = 0, outage: tuple | None = None, trace: str = "off") -> dict:
+    """Contract figures for an hour enabled (none at all when ``availability`` is None)."""
+    values: dict[str, object] = {
+        "enabled_s": 3600 if availability is not None else 0,
+        "bound_s": round(3600 * (availability or 0)),
+        "availability": availability,
+        "flaps": flaps,
+    }
+    if outage is not None:
+        start, end, cause = outage
+        values["last_outage"] = {"start": start, "end": end, "cause": cause}
+    values["trace"] = trace
+    return values
+
+
 @dataclass
 class Lab:
     engine: Engine
@@ -93,7 +127,15 @@ class Lab:
             self.answer_all()
 
 
-def start_lab(*, bulk: int = 0, token: str | None = None) -> Lab:
+def start_lab(
+    *,
+    bulk: int = 0,
+    token: str | None = None,
+    listing: Callable[[Engine], Listing] | None = None,
+    commands: Iterable[Command] = (),
+) -> Lab:
+    """``listing`` makes the reg_list view (status page's and MI's alike);
+    ``commands`` are added to the MI table (a stand-in for one it lacks)."""
     engine, sender, clock = make_engine(timer_interval=TIMER_INTERVAL, hash_size=2)
     records = lab_records(bulk)
     store = MemoryStore(records)
@@ -104,11 +146,14 @@ def start_lab(*, bulk: int = 0, token: str | None = None) -> Lab:
     def validate(row) -> RecordConfig:
         return record_from_row(row, timer_interval=TIMER_INTERVAL, default_expires=3600)
 
-    commands = RegistrantCommands(engine, store, validate)
-    status = StatusResource(engine, token=token)
+    shared = listing(engine) if listing is not None else Listing(engine)
+    table = RegistrantCommands(engine, store, validate, listing=shared).table()
+    for command in commands:
+        table.add(command)
+    status = StatusResource(engine, token=token, listing=shared)
     site = make_site(
         build_root(
-            MIResource(commands.table(), token=token),
+            MIResource(table, token=token),
             MetricsResource(Metrics()),
             extra={b"": status, b"status": status},
         )

@@ -86,7 +86,10 @@ def test_sort_and_pages(lab):
 
 @pytest.mark.parametrize(
     "query",
-    ["?limit=0", "?limit=1001", "?offset=-1", "?offset=x", "?state=GONE", "?sort=password"],
+    [
+        "?limit=0", "?limit=1001", "?offset=-1", "?offset=x", "?state=GONE", "?sort=password",
+        "?flapping=2", "?flapping=yes", "?sort=availability&flapping=true",
+    ],
 )
 @pytest_twisted.inlineCallbacks
 def test_bad_queries_are_400(lab, query):

@@ -10,6 +10,14 @@ every two seconds only ever receives one page, whatever the number of records.
 Each record is its reg_list entry (``Listing.view``: no username or password
 can reach it) plus epoch seconds of our own next attempt, so the page can
 count down in the browser's own time zone.
+
+The availability figures (``availability``, ``flaps``, ``last_outage``) are
+reg_list's own keys; sorting by them and the ``flapping`` filter read them
+from the entry.  A record is *flapping* when it fell out of REGISTERED at
+least ``FLAPPING_MIN_FLAPS`` times since it was loaded and the last of those
+outages is still going on or ended less than ``FLAPPING_WINDOW`` seconds ago:
+a trunk that dropped twice last month and has held since is not flapping,
+and the filter does not fill up forever as the counts only grow.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import json
 import math
 import heapq
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -40,7 +48,13 @@ MAX_LIMIT = 1000
 ACTIVITY_STEP = 10
 ACTIVITY_WINDOW = 600
 
-_NO_VALUE = (1, 0)  # sorts records without a value last, whatever the direction
+# The "flapping" filter: fell out of REGISTERED this many times, the last time within the window.
+FLAPPING_MIN_FLAPS = 2
+FLAPPING_WINDOW = 24 * 3600
+
+# Records without a value sort last, whatever the direction: descending, the marker is swapped.
+_NO_VALUE = (1, 0)
+_NO_VALUE_DESCENDING = (-1, 0)
 
 _STATIC = {
     b"app.js": ("app.js", b"text/javascript; charset=utf-8"),
@@ -77,6 +91,37 @@ SORT_KEYS: dict[str, Callable[[Registrant], Any]] = {
     "shtag": lambda r: (_present(_shtag(r)), r.config.aor),
 }
 
+# The sorts whose key starts with _present(): descending, their missing values are swapped.
+_OPTIONAL_SORTS = frozenset({"last_code", "shtag", "availability"})
+
+
+def _missing_last(key: Callable[[Registrant], Any]) -> Callable[[Registrant], Any]:
+    def descending(registrant: Registrant) -> Any:
+        value = key(registrant)
+        return (_NO_VALUE_DESCENDING, *value[1:]) if value[0] is _NO_VALUE else value
+
+    return descending
+
+
+# Sorted by a figure of the record's reg_list entry: ``(registrant, entry) -> key``.
+FIGURE_SORT_KEYS: dict[str, Callable[[Registrant, Mapping[str, Any]], Any]] = {
+    # Lowest first: the worst trunks head the ascending order; no figure yet sorts last.
+    "availability": lambda r, entry: (_present(entry.get("availability")), r.config.aor),
+    "flaps": lambda r, entry: (entry.get("flaps") or 0, r.config.aor),
+}
+
+
+def flapping(entry: Mapping[str, Any], now: float) -> bool:
+    """Whether a reg_list entry is flapping (see the module's text)."""
+    flaps = entry.get("flaps")
+    if not isinstance(flaps, int) or flaps < FLAPPING_MIN_FLAPS:
+        return False
+    outage = entry.get("last_outage")
+    if not isinstance(outage, Mapping):
+        return False
+    end = outage.get("end")
+    return end is None or end >= now - FLAPPING_WINDOW
+
 
 class QueryError(ValueError):
     """A records.json query parameter out of range; the reply is a 400."""
@@ -92,6 +137,7 @@ class Query:
     state: State | None = None
     sort: str = "aor"
     descending: bool = False
+    flapping: bool = False
 
     @classmethod
     def from_args(cls, args: dict[bytes, list[bytes]]) -> Query:
@@ -111,8 +157,11 @@ class Query:
         if state_name and state_name not in State.__members__:
             raise QueryError(f"unknown state {state_name!r}")
         sort = text("sort") or "aor"
-        if sort not in SORT_KEYS:
+        if sort not in SORT_KEYS and sort not in FIGURE_SORT_KEYS:
             raise QueryError(f"cannot sort by {sort!r}")
+        flapping = text("flapping")
+        if flapping not in ("", "0", "1"):
+            raise QueryError("flapping must be 0 or 1")
         return cls(
             offset=integer("offset", 0, 0, 1 << 31),
             limit=integer("limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
@@ -120,13 +169,20 @@ class Query:
             state=State[state_name] if state_name else None,
             sort=sort,
             descending=text("desc") in ("1", "true"),
+            flapping=flapping == "1",
         )
 
     @property
     def filters(self) -> bool:
-        return bool(self.q) or self.state is not None
+        return bool(self.q) or self.state is not None or self.flapping
+
+    @property
+    def needs_entries(self) -> bool:
+        """Whether filtering or sorting reads the records' reg_list entries."""
+        return self.flapping or self.sort in FIGURE_SORT_KEYS
 
     def matches(self, registrant: Registrant) -> bool:
+        """The text and state filters (``flapping`` reads the entry: see ``select``)."""
         if self.state is not None and registrant.state is not self.state:
             return False
         if not self.q:
@@ -201,7 +257,22 @@ def select(engine: Iterable[Registrant], query: Query, listing: Listing) -> dict
         shtags[_shtag(one_with[raw])] += count
     matched = [r for r in records if query.matches(r)] if query.filters else records
     end = query.offset + query.limit
-    key = SORT_KEYS[query.sort]
+    key: Callable[[Registrant], Any]
+    if query.needs_entries:
+        # Each entry built once per request, and only for the records the text and state let through.
+        entries = {id(r): listing.view(r) for r in matched}
+        if query.flapping:
+            now = listing.engine.clock.seconds()
+            matched = [r for r in matched if flapping(entries[id(r)], now)]
+        if query.sort in FIGURE_SORT_KEYS:
+            figure_key = FIGURE_SORT_KEYS[query.sort]
+            key = lambda r: figure_key(r, entries[id(r)])  # noqa: E731
+        else:
+            key = SORT_KEYS[query.sort]
+    else:
+        key = SORT_KEYS[query.sort]
+    if query.descending and query.sort in _OPTIONAL_SORTS:
+        key = _missing_last(key)
     if end * 8 < len(matched):
         # The first pages, the usual view: a heap beats sorting every record.
         pick = heapq.nlargest if query.descending else heapq.nsmallest
@@ -239,7 +310,7 @@ class _Static(Resource):
 
 
 class _Records(Resource):
-    """``GET records.json?offset=&limit=&q=&state=&sort=&desc=``."""
+    """``GET records.json?offset=&limit=&q=&state=&flapping=&sort=&desc=``."""
 
     isLeaf = True
 

@@ -8,8 +8,15 @@ const STATES = [
 ];
 const POLL_MS = 2000;
 const TOKEN_KEY = "uac-registrant.mi_token";
+const TRACE_SECONDS = 600;
+// reg_list's availability keys and trace switch: shown in their own parts of the detail.
+const FIGURE_KEYS = new Set(["enabled_s", "bound_s", "availability", "flaps", "last_outage", "trace"]);
+// records.json's own keys, not reg_list's.
+const PAGE_KEYS = new Set(["last_register_sent_epoch", "next_attempt_epoch", "waits_for_operator"]);
 
-const view = { offset: 0, limit: 50, q: "", state: "", sort: "aor", desc: false };
+const view = { offset: 0, limit: 50, q: "", state: "", flapping: false, sort: "aor", desc: false };
+// The record open in the detail dialog, and what it last showed (redrawn only when it changes).
+const detail = { record: null, timer: null, generation: 0, shown: { fields: "", trace: "" } };
 let latest = null;        // the last records.json body
 let fetchedAt = 0;        // performance.now() when it arrived, to count down from
 let generation = 0;       // a newer query makes older answers stale
@@ -81,6 +88,7 @@ function queryString() {
   });
   if (view.q) params.set("q", view.q);
   if (view.state) params.set("state", view.state);
+  if (view.flapping) params.set("flapping", "1");
   return params.toString();
 }
 
@@ -212,16 +220,46 @@ function triple(record) {
   return { aor: record.AOR, contact: record.binding, registrar: record.registrar };
 }
 
+function rowKey(record) {
+  return [record.AOR, record.binding, record.registrar].join(" ");
+}
+
+function percentText(availability) {
+  if (availability === null || availability === undefined) return "–";
+  const percent = availability * 100;
+  return percent === 100 ? "100 %" : `${percent.toFixed(2)} %`;
+}
+
+function durationText(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const d = Math.floor(seconds / 86400);
+  const h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = Math.floor(seconds % 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+  return m ? `${m}m ${String(s).padStart(2, "0")}s` : `${s}s`;
+}
+
+function rowFor(key) {
+  return [...document.querySelectorAll("#records tbody tr")].find((tr) => tr.dataset.key === key);
+}
+
 function renderRows(records) {
+  // The rows are new each poll: keep the keyboard focus on the same control of the same row.
+  const active = document.activeElement;
+  const activeRow = active && active.closest ? active.closest("#records tbody tr") : null;
+  const focus = activeRow ? { key: activeRow.dataset.key, className: active.className } : null;
   const rows = records.map((record) => {
     const reply = record.last_code === null ? (record.last_reason || "–")
       : `${record.last_code} ${record.last_reason || ""}`;
     const row = el("tr", {
       class: record.enabled === "yes" ? "" : "disabled",
       "data-aor": record.AOR,
-      "data-key": [record.AOR, record.binding, record.registrar].join(" "),
+      "data-key": rowKey(record),
     },
-      el("td", { class: "aor" }, record.AOR),
+      el("td", { class: "aor" },
+        el("button", { type: "button", class: "open-detail", title: "Show the details" }, record.AOR)),
       el("td", { class: "registrar" }, record.registrar),
       el("td", { class: "binding" }, record.binding),
       el("td", { class: `state s-${record.state}` }, record.state,
@@ -230,6 +268,8 @@ function renderRows(records) {
       el("td", { class: "expires" }, String(record.expires)),
       el("td", { class: "countdown" }, countdownText(record)),
       el("td", { class: "failures" }, String(record.failures)),
+      el("td", { class: "availability" }, percentText(record.availability)),
+      el("td", { class: "flaps" }, record.flaps === undefined ? "–" : String(record.flaps)),
       el("td", { class: "next-attempt" }, nextAttemptText(record)),
       el("td", { class: "shtag" }, record.shtag === undefined ? "" : `${record.shtag}/${record.cluster_id}`),
       actions(record));
@@ -237,6 +277,11 @@ function renderRows(records) {
     return row;
   });
   $("#records tbody").replaceChildren(...rows);
+  if (focus) {
+    const row = rowFor(focus.key);
+    const control = row && [...row.querySelectorAll("button")].find((b) => b.className === focus.className);
+    if (control) control.focus();
+  }
 }
 
 function actions(record) {
@@ -272,8 +317,7 @@ async function act(cell, run) {
   if (note === null) return;
   await refresh();
   // The row is new after the refresh: find it again to show the outcome.
-  const key = cell.parentElement.dataset.key;
-  const row = [...document.querySelectorAll("#records tbody tr")].find((tr) => tr.dataset.key === key);
+  const row = rowFor(cell.parentElement.dataset.key);
   (row ? row.querySelector(".actions") : cell).append(note);
 }
 
@@ -286,6 +330,181 @@ function confirmDisable(record) {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
     dialog.showModal();
   });
+}
+
+// -- the detail of one record -----------------------------------------------------------
+
+function timeText(epoch, precise = false) {
+  if (epoch === null || epoch === undefined) return "–";
+  const when = new Date(epoch * 1000);
+  const options = { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+  if (precise) options.fractionalSecondDigits = 3;
+  const time = when.toLocaleTimeString(undefined, options);
+  return when.toDateString() === new Date().toDateString() ? time : `${when.toLocaleDateString()} ${time}`;
+}
+
+function valueText(value) {
+  if (value === null || value === undefined) return "–";
+  if (Array.isArray(value)) return value.join("\n");
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+function definitions(list, pairs) {
+  list.replaceChildren(...pairs.flatMap(([term, value, className]) =>
+    [el("dt", {}, term), el("dd", className ? { class: className } : {}, value)]));
+}
+
+function openDetail(record) {
+  detail.record = record;
+  detail.shown = { fields: "", trace: "" };
+  $("#detail-exchanges").replaceChildren();
+  $("#detail-no-exchanges").hidden = true;
+  $("#detail-trace-state").textContent = "";
+  detailError("");
+  renderDetailRecord(record);
+  const dialog = $("#detail");
+  if (!dialog.open) dialog.showModal();
+  $("#detail-close").focus();
+  refreshDetail();
+}
+
+function closeDetail() {
+  const record = detail.record;
+  detail.record = null;
+  detail.generation++;
+  clearTimeout(detail.timer);
+  if (!record) return;
+  // Back to the row it was opened from (the rows are redrawn every poll).
+  const row = rowFor(rowKey(record));
+  if (row) row.querySelector(".open-detail").focus();
+}
+
+function detailError(text) {
+  const node = $("#detail-error");
+  node.textContent = text;
+  node.hidden = !text;
+}
+
+async function refreshDetail() {
+  clearTimeout(detail.timer);
+  const record = detail.record;
+  if (!record) return;
+  const mine = ++detail.generation;
+  const [listed, traced] = await Promise.allSettled(
+    [mi("reg_list", triple(record)), mi("reg_trace", triple(record))]);
+  if (mine !== detail.generation) return;
+  const errors = [];
+  if (listed.status === "fulfilled") renderDetailRecord(listed.value.Registrant);
+  else errors.push(listed.reason.message);
+  if (traced.status === "fulfilled") renderTrace(traced.value);
+  else errors.push("exchanges: " + traced.reason.message);
+  detailError(errors.join("; "));
+  detail.timer = setTimeout(refreshDetail, POLL_MS);
+}
+
+function renderDetailRecord(entry) {
+  const fields = Object.entries(entry).filter(([name]) => !FIGURE_KEYS.has(name) && !PAGE_KEYS.has(name));
+  const snapshot = JSON.stringify(entry, (name, value) => (PAGE_KEYS.has(name) ? undefined : value));
+  if (snapshot === detail.shown.fields) return;
+  detail.shown.fields = snapshot;
+  $("#detail-title").textContent = entry.AOR;
+  const state = $("#detail-state");
+  state.className = `state s-${entry.state}`;
+  state.textContent = entry.enabled === "yes" ? entry.state : `${entry.state} (disabled)`;
+  definitions($("#detail-fields"), fields.map(([name, value]) => [name, valueText(value)]));
+  renderAvailability(entry);
+  if (entry.trace !== undefined) showTraceState(entry.trace === "on", null);
+}
+
+function outageText(outage) {
+  if (!outage) return "none";
+  if (outage.end === null) {
+    return `since ${timeText(outage.start)} (ongoing, ${durationText(serverNowOr() - outage.start)})`;
+  }
+  return `${timeText(outage.start)} – ${timeText(outage.end)} (${durationText(outage.end - outage.start)})`;
+}
+
+function serverNowOr() {
+  return latest ? serverNow() : Date.now() / 1000;
+}
+
+function renderAvailability(entry) {
+  const meter = $("#detail-meter");
+  const known = entry.availability !== null && entry.availability !== undefined;
+  meter.hidden = !known;
+  meter.value = known ? entry.availability : 0;
+  if (entry.enabled_s === undefined) {
+    definitions($("#detail-availability"), [["Availability", "not reported by this service"]]);
+    return;
+  }
+  const pairs = [
+    ["Availability", percentText(entry.availability), "figure"],
+    ["Enabled for", durationText(entry.enabled_s)],
+    ["Registered for", durationText(entry.bound_s)],
+    ["Flaps", String(entry.flaps), "flaps"],
+    ["Last outage", outageText(entry.last_outage), "outage"],
+  ];
+  if (entry.last_outage) pairs.push(["Cause", entry.last_outage.cause, "cause"]);
+  definitions($("#detail-availability"), pairs);
+}
+
+function showTraceState(on, until) {
+  $("#detail-trace-state").textContent = on
+    ? (until ? `tracing until ${timeText(until)}` : "tracing")
+    : "not traced";
+  $("#detail-trace-state").classList.toggle("on", on);
+  $("#trace-off").disabled = !on;
+}
+
+function sipText(text) {
+  return text.replace(/\r\n/g, "\n").replace(/\n+$/, "");
+}
+
+function renderTrace(answer) {
+  const on = answer.trace === "on";
+  showTraceState(on, answer.trace_until);
+  const snapshot = JSON.stringify(answer.exchanges);
+  if (snapshot === detail.shown.trace) return;
+  detail.shown.trace = snapshot;
+  const exchanges = answer.exchanges || [];
+  $("#detail-no-exchanges").hidden = exchanges.length > 0;
+  $("#detail-exchanges").replaceChildren(...exchanges.map((exchange) => {
+    const outcome = exchange.outcome || "reply";
+    const summary = outcome === "reply" && exchange.reply
+      ? sipText(exchange.reply).split("\n", 1)[0].replace(/^SIP\/2\.0\s+/, "")
+      : exchange.reason ? `${outcome}: ${exchange.reason}` : outcome;
+    const item = el("li", { class: `exchange outcome-${outcome.replace(/\W+/g, "-")}` },
+      el("div", { class: "exchange-head" },
+        el("time", {}, timeText(exchange.at, true)),
+        el("span", { class: "where" }, `${exchange.transport} to ${exchange.destination}`),
+        el("span", { class: "summary" }, summary)),
+      el("pre", { class: "sip request" }, sipText(exchange.request || "")));
+    if (exchange.reply) {
+      item.append(el("pre", { class: "sip reply" }, sipText(exchange.reply)));
+    } else {
+      item.append(el("p", { class: "no-reply" },
+        outcome === "timeout" ? `No reply: timeout${exchange.reason ? ` (${exchange.reason})` : ""}`
+          : `No reply: ${outcome}${exchange.reason ? `: ${exchange.reason}` : ""}`));
+    }
+    return item;
+  }));
+}
+
+async function setTrace(on) {
+  const record = detail.record;
+  if (!record) return;
+  const params = { ...triple(record), trace: on ? "on" : "off" };
+  if (on) params.seconds = TRACE_SECONDS;
+  for (const id of ["#trace-on", "#trace-off"]) $(id).disabled = true;
+  try {
+    const answer = await mi("reg_trace", params);
+    if (detail.record === record) renderTrace(answer);
+  } catch (error) {
+    if (detail.record === record) detailError("reg_trace: " + error.message);
+  }
+  $("#trace-on").disabled = false;
+  if (detail.record === record) refreshDetail();
 }
 
 function tick() {
@@ -312,6 +531,20 @@ function start() {
   });
   $("#filters").addEventListener("submit", (event) => event.preventDefault());
   select.addEventListener("change", () => setView({ state: select.value, offset: 0 }));
+  $("#flapping").addEventListener("change", (event) =>
+    setView({ flapping: event.target.checked, offset: 0 }));
+  $("#records tbody").addEventListener("click", (event) => {
+    if (event.target.closest(".actions")) return;
+    const row = event.target.closest("tr");
+    if (row && row.record) openDetail(row.record);
+  });
+  const dialog = $("#detail");
+  dialog.addEventListener("close", closeDetail);
+  // A click on the backdrop (the dialog element itself, outside its content) closes it too.
+  dialog.addEventListener("click", (event) => { if (event.target === dialog) dialog.close(); });
+  $("#detail-close").addEventListener("click", () => dialog.close());
+  $("#trace-on").addEventListener("click", () => setTrace(true));
+  $("#trace-off").addEventListener("click", () => setTrace(false));
   $("#counts").addEventListener("click", (event) => {
     const item = event.target.closest("li[data-state]");
     if (!item) return;
