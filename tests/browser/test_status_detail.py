@@ -136,6 +136,13 @@ return {
 """
 
 
+WATCH_POLICY = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation",
+  (event) => window.__violations.push(event.violatedDirective + " " + event.blockedURI));
+"""
+
+
 def detail(driver) -> dict:
     shown = driver.execute_script(DETAIL_JS)
     shown["field_order"] = [name for name, _ in shown["fields"]]
@@ -157,13 +164,16 @@ def cells(driver, name: str) -> list[str]:
 @pytest_twisted.inlineCallbacks
 def test_detail_shows_fields_availability_and_exchanges(lab, browser):
     listed: list[dict] = []
+    violations: list[str] = []
 
     def look() -> None:
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_POLICY})
         open_page(browser, lab)
         click(browser, f'tr[data-aor="{ALICE}"] td.state')
         until(browser, lambda d: dialog_open(d, "detail"), "the detail to open")
         until(browser, lambda d: len(detail(d)["exchanges"]) == 5, "the exchanges")
         listed.append(detail(browser))
+        violations.extend(browser.execute_script("return window.__violations"))
 
     yield threads.deferToThread(look)
     shown = listed[0]
@@ -203,6 +213,8 @@ def test_detail_shows_fields_availability_and_exchanges(lab, browser):
     assert HOSTILE in shown["exchanges"][4]["reply"]
     assert shown["images"] == 0
     assert browser.title != "pwned"
+    # Nothing the page did needed more than its policy allows.
+    assert violations == []
 
 
 @pytest_twisted.inlineCallbacks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -127,6 +128,24 @@ def test_page_files(lab, path, content_type):
     assert response.headers.getRawHeaders("Content-Type") == [content_type]
     assert "default-src 'self'" in response.headers.getRawHeaders("Content-Security-Policy")[0]
     assert body
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_policy_allows_no_inline_code_and_the_page_has_none(lab):
+    response = yield treq.get(lab.url)
+    page = (yield response.content()).decode()
+    policy = response.headers.getRawHeaders("Content-Security-Policy")[0]
+    assert "unsafe" not in policy and "script-src" not in policy  # scripts: 'self' only
+    for directive in ("frame-ancestors 'none'", "base-uri 'none'", "form-action 'none'"):
+        assert directive in policy
+    scripts = re.findall(r"<script\b[^>]*>", page)
+    assert scripts and all(" src=" in tag for tag in scripts)
+    assert not re.search(r"\son[a-z]+\s*=|\sstyle\s*=", page)
+    script = (yield (yield treq.get(lab.url + "status/app.js")).content()).decode()
+    # Every byte from a registrar is text: nothing in the script parses markup or code.
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function(",
+                 "setAttribute(\"on", "setAttribute(\"style"):
+        assert sink not in script
 
 
 @pytest_twisted.inlineCallbacks
