@@ -68,6 +68,14 @@ def runtime(key: RecordKey, cseq: int = 1, **changes: Any) -> RuntimeState:
         "updated_at": 1699998200.5,
         "last_code": 200,
         "last_reason": "OK",
+        # Every field away from its default, so that a round trip shows each one.
+        "min_expires": 1200,
+        "enabled_s": 86400.5,
+        "bound_s": 86000.25,
+        "flaps": 3,
+        "outage_start": 1699990000.125,
+        "outage_end": 1699990400.75,
+        "outage_cause": "503 Service Unavailable",
     }
     values.update(changes)
     return RuntimeState(**values)
@@ -289,12 +297,14 @@ class StoreContract:
         try:
             assert await store.load_runtime() == {}
             states = [runtime(record(n).key) for n in range(1, 4)]
-            states[2] = runtime(record(3).key, last_code=None, last_reason=None, state=0,
-                                expires=0, expires_at=0.0)
+            # Every field that has a default, at its default.
+            states[2] = RuntimeState(key=record(3).key, call_id="call-3", from_tag="tag3", cseq=1,
+                                     state=0, expires=0, expires_at=0.0, updated_at=1.5)
             await store.save_runtime(states)
             assert await store.load_runtime() == {s.key: s for s in states}
             newer = runtime(record(2).key, cseq=5, call_id="call-new", last_code=408,
-                            last_reason="Request Timeout")
+                            last_reason="Request Timeout", min_expires=None, enabled_s=90000.0,
+                            flaps=4, outage_end=None, outage_cause="timeout")
             await store.save_runtime([newer])
             assert await store.load_runtime() == {
                 states[0].key: states[0], newer.key: newer, states[2].key: states[2]

@@ -2,7 +2,8 @@
 
 The registrant owns this interface; the stores implement it.  A row is what
 another node (or this one after a restart) needs to go on with the same
-binding: the dialog (Call-ID, From tag, CSeq) and the binding's expiry.
+binding: the dialog (Call-ID, From tag, CSeq) and the binding's expiry, the
+Min-Expires the registrar asked for, and the record's availability figures.
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ class RuntimeState:
     updated_at: float
     last_code: int | None = None
     last_reason: str | None = None
+    # The registrar's Min-Expires from its last 423 (RFC 3261 §10.2.8), None when none:
+    # a resumed record asks for at least this expiry at once.
+    min_expires: int | None = None
+    # Availability: seconds enabled and seconds REGISTERED since the record was
+    # loaded (carried across restarts), times it fell out of REGISTERED, and the
+    # last outage (epoch seconds; end None while it lasts; its cause as text).
+    enabled_s: float = 0.0
+    bound_s: float = 0.0
+    flaps: int = 0
+    outage_start: float | None = None
+    outage_end: float | None = None
+    outage_cause: str | None = None
 
 
 class IRuntimeStore(Interface):

@@ -95,6 +95,10 @@ class Dialect:
         options = self.own_table_options if table.ours else self.table_options
         return f"CREATE TABLE {exists}{self.identifier(table.name)} (\n    {body}\n){options}"
 
+    def add_column(self, table: Table, column: Column) -> str:
+        """ALTER TABLE that adds ``column`` (nullable or with a default) to an existing ``table``."""
+        return f"ALTER TABLE {self.identifier(table.name)} ADD COLUMN {self._column(column)}"
+
     def _column(self, column: Column) -> str:
         text = f"{self.identifier(column.name)} {self.column_type(column.type)}"
         if column.default is not None:
@@ -212,6 +216,33 @@ def open_schema(sql: Statements) -> Steps:
         yield from d.after_create(sql)
         log.info("created table {table} (version {version})", table=table, version=TABLE_VERSION)
     yield sql.create_runtime, ()
+    yield from migrate_runtime(d)
+
+
+def migrate_runtime(d: Dialect) -> Steps:
+    """Add the runtime columns a table made by an earlier version lacks.
+
+    Runs under the dialect's schema lock (or MySQL's named lock), so two nodes
+    opening one database together add each column once: the second one looks
+    after the first is done and finds nothing missing.  Rows already there get
+    the column's default (NULL, or 0 for the counters).
+
+    A node of the previous version sharing the table during an upgrade keeps
+    working: it names its twelve columns in its SELECT and its upsert, so it
+    never reads the new ones; a row it inserts gets their defaults, and a row
+    it updates keeps the values a newer node wrote there (its upsert sets only
+    the columns it knows).
+    """
+    present = {str(row[0]) for row in (yield d.columns_sql, (d.relation_param(RUNTIME.name),))}
+    for column in RUNTIME.columns:
+        if not d.column_present(column.name, present):
+            if column.not_null and column.default is None:
+                raise StoreError(
+                    f"table {RUNTIME.name} has no column {column.name},"
+                    " which cannot be added to an existing table"
+                )
+            yield d.add_column(RUNTIME, column), ()
+            log.info("added column {column} to table {table}", column=column.name, table=RUNTIME.name)
 
 
 def run_steps(cursor: Any, steps: Steps) -> None:

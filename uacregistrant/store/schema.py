@@ -93,6 +93,16 @@ RUNTIME = Table(
         Column("last_code", "int"),
         Column("last_reason", "text"),
         Column("updated_at", "double", not_null=True),
+        # Added after the first release: an existing table gains them in place
+        # (``open_schema``), so each is nullable or has a default.  New columns
+        # go at the end, where ADD COLUMN puts them.
+        Column("min_expires", "int"),
+        Column("enabled_s", "double", not_null=True, default="0"),
+        Column("bound_s", "double", not_null=True, default="0"),
+        Column("flaps", "int", not_null=True, default="0"),
+        Column("outage_start", "double"),
+        Column("outage_end", "double"),
+        Column("outage_cause", "text"),
     ),
     primary_key=RUNTIME_KEY,
     ours=True,
@@ -122,6 +132,13 @@ def runtime_params(state: RuntimeState) -> tuple[object, ...]:
         state.last_code,
         state.last_reason,
         state.updated_at,
+        state.min_expires,
+        state.enabled_s,
+        state.bound_s,
+        state.flaps,
+        state.outage_start,
+        state.outage_end,
+        state.outage_cause,
     )
 
 
@@ -139,6 +156,13 @@ def runtime_from_row(row: Sequence[object]) -> RuntimeState:
         last_code=row[9],
         last_reason=row[10],
         updated_at=row[11],
+        min_expires=row[12],
+        enabled_s=float(row[13]),
+        bound_s=float(row[14]),
+        flaps=row[15],
+        outage_start=row[16],
+        outage_end=row[17],
+        outage_cause=row[18],
     )
 
 

@@ -41,6 +41,11 @@ class SQLiteDialect(Dialect):
     table_exists_sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND lower(name) = lower(?)"
     columns_sql = "SELECT name FROM pragma_table_info(?)"
 
+    def schema_lock(self) -> tuple[str, tuple[()]]:
+        # The write lock at once: another process opening the same file waits
+        # (busy_timeout) and then sees the tables and columns this one made.
+        return "BEGIN IMMEDIATE", ()
+
 
 SQLITE = SQLiteDialect()
 
