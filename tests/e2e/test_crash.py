@@ -6,7 +6,8 @@ the wire and sends SIGKILL at the moment: just after the first REGISTER went
 out, just after the 200, during a refresh, in the middle of 1,000 first
 registrations.  After the restart every record whose REGISTER had reached the
 registrar goes on with the same Call-ID and a higher CSeq, and Kamailio
-(``ul.dump``) never holds two bindings for one AOR.
+(``ul.dump``) never holds two bindings for one AOR.  A Min-Expires learned
+from Kamailio's 423 survives the kill: no fresh 423 after the restart.
 """
 
 from __future__ import annotations
@@ -92,7 +93,10 @@ class Node:
 
     def saved(self) -> dict[str, tuple[str, int, int]]:
         """The runtime table as it is on disk: aor → (Call-ID, CSeq, state)."""
-        query = "SELECT aor, call_id, cseq, state FROM uac_registrant_runtime"
+        rows = self.query("SELECT aor, call_id, cseq, state FROM uac_registrant_runtime")
+        return {aor: (call_id, cseq, state) for aor, call_id, cseq, state in rows}
+
+    def query(self, query: str) -> list[tuple]:
         if self.db.startswith("sqlite:"):
             with sqlite3.connect(self.db.removeprefix("sqlite:///")) as connection:
                 rows = connection.execute(query).fetchall()
@@ -104,7 +108,7 @@ class Node:
                 cursor.execute(query)
                 rows = cursor.fetchall()
             connection.close()
-        return {aor: (call_id, cseq, state) for aor, call_id, cseq, state in rows}
+        return list(rows)
 
 
 @pytest.fixture
@@ -239,3 +243,28 @@ def test_kill_in_the_middle_of_1000_first_registrations(node_for, registrar, rel
     same_dialogs_go_on(registrar, before, 90)
     # And the rest registered too, one binding each.
     wait_until(lambda: len(one_binding_each(registrar)) == 1000, 60, "all 1,000 bound")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("db", ["postgres", "sqlite"], indirect=True)
+def test_a_min_expires_learned_from_a_423_survives_a_kill(node_for, registrar, relay):
+    # Kamailio's min_expires is 10: the record asks for 5, gets one 423, binds for 10.
+    node = node_for(["alice"], expiry=5)
+    svc = node.start()
+
+    def learned() -> bool:
+        rows = node.query("SELECT min_expires, state FROM uac_registrant_runtime")
+        return rows == [(10, REGISTERED)]
+
+    wait_until(learned, 20, "the Min-Expires saved with the binding")
+    assert [m.status for m in relay.messages(False) if getattr(m, "status", None) == 423] == [423]
+    svc.process.send_signal(signal.SIGKILL)
+    svc.process.wait(10)
+    before = one_binding_each(registrar)
+    mark = len(relay.seen)
+    node.start()
+    same_dialogs_go_on(registrar, before, 30)
+    after = relay.seen[mark:]
+    assert not [s for s in after if getattr(s.message, "status", None) == 423]
+    registers = [s.message for s in after if is_register(s)]
+    assert registers and all(r.header("Contact").endswith(";expires=10") for r in registers), registers

@@ -23,6 +23,7 @@ from .engine import Engine
 from .machine import Registrant
 from .observer import EngineObserver
 from .record import RecordKey
+from .replies import MAX_MIN_EXPIRES
 from .runtime import IRuntimeStore, RuntimeState
 from .states import State
 
@@ -31,6 +32,16 @@ log = Logger()
 BATCH = 10_000
 # A new dialog waits at most this long for its batch to start (write-behind waits ``delay``).
 AHEAD_DELAY = 0.2
+
+
+def min_expires(registrant: Registrant) -> int | None:
+    """The Min-Expires a 423 taught the record, None when it asks for its configured expiry.
+
+    A 423 raises the expiry the record asks for (``wanted_expires``) until its
+    configured expiry changes; that raise is what a restart must not forget.
+    """
+    wanted = registrant.wanted_expires
+    return wanted if wanted > registrant.config.expiry else None
 
 
 def snapshot(registrant: Registrant, now: float) -> RuntimeState:
@@ -45,6 +56,7 @@ def snapshot(registrant: Registrant, now: float) -> RuntimeState:
         updated_at=now,
         last_code=registrant.last_code,
         last_reason=registrant.last_reason,
+        min_expires=min_expires(registrant),
     )
 
 
@@ -209,12 +221,18 @@ def resume(
     Each goes on with the same Call-ID and From-tag and a higher CSeq, and is
     refreshed when due, so the registrar keeps one binding per record.  Any
     other saved record keeps its last dialog (its REGISTER may have reached
-    the registrar): the next REGISTER goes on in it.
+    the registrar): the next REGISTER goes on in it.  Every selected record
+    asks for at least the Min-Expires its registrar last answered with a 423,
+    so a restart does not cost a fresh 423.
     """
     resumed = 0
     for registrant in engine:
         state = saved.get(registrant.key)
-        if state is None or not select(registrant) or not registrant.enabled:
+        if state is None or not select(registrant):
+            continue
+        if state.min_expires is not None and state.min_expires > registrant.wanted_expires:
+            registrant.wanted_expires = min(state.min_expires, MAX_MIN_EXPIRES)
+        if not registrant.enabled:
             continue
         if state.state == State.REGISTERED_STATE and state.expires_at > now:
             engine.resume(
