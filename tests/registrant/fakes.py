@@ -1,77 +1,32 @@
-"""A fake transaction layer for machine and engine tests: requests pile up, tests answer."""
+"""Engines on the package's fake transaction layer (uacregistrant.testing): requests pile up, tests answer."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from zope.interface import implementer
 
 from uacregistrant.registrant.engine import Engine
 from uacregistrant.registrant.keepalive import Keepalives
 from uacregistrant.registrant.persist import RuntimeWriter
 from uacregistrant.registrant.policy import Timing
 from uacregistrant.registrant.record import RecordConfig
-from uacregistrant.sip.message import Request, Response, parse_message
+from uacregistrant.testing import FakeRequestSender, SentRequest
 from uacregistrant.transport.dns import SIPResolver
-from uacregistrant.transport.errors import TransactionTimeout
-from uacregistrant.transport.interfaces import IRequestSender
 
 
-@dataclass
-class Sent:
-    request: Request
-    destination: object
-    local: object
-    deferred: Deferred
-
-    def header(self, name: str) -> str | None:
-        return self.request.header(name)
-
-    @property
-    def cseq(self) -> int:
-        return self.request.cseq.number
-
-
-@implementer(IRequestSender)
-@dataclass
-class FakeSender:
-    sent: list[Sent] = field(default_factory=list)
-
-    def send_request(self, request, destination, local=None):
-        d: Deferred = Deferred()
-        self.sent.append(Sent(request, destination, local, d))
-        return d
-
-    def pop(self) -> Sent:
-        assert self.sent, "nothing was sent"
-        return self.sent.pop(0)
+# The package's own fake (uacregistrant.testing), under the names these tests use.
+FakeSender = FakeRequestSender
+Sent = SentRequest
 
 
 def reply(sent: Sent, status: int, reason: str = "", *headers: str) -> None:
     """Answer a request with a response carrying ``headers`` (raw header lines)."""
-    req = sent.request
-    lines = [
-        f"SIP/2.0 {status} {reason or 'Reason'}",
-        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKtest",
-        f"From: {req.header('From')}",
-        f"To: {req.header('To')};tag=srv",
-        f"Call-ID: {req.header('Call-ID')}",
-        f"CSeq: {req.header('CSeq')}",
-        *headers,
-        "Content-Length: 0",
-        "",
-        "",
-    ]
-    response = parse_message("\r\n".join(lines).encode())
-    assert isinstance(response, Response)
-    sent.deferred.callback(response)
+    sent.respond(status, reason or None, *headers)
 
 
 def timeout(sent: Sent) -> None:
-    sent.deferred.errback(TransactionTimeout("Timer F fired"))
+    sent.time_out()
 
 
 def record(**kw) -> RecordConfig:
