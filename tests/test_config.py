@@ -39,7 +39,7 @@ def test_defaults_are_opensips_defaults() -> None:
 def test_our_defaults() -> None:
     config = Config()
     assert config.listen == (SocketSpec("udp", "127.0.0.1", 5060),)
-    assert config.mi_listen == "tcp:8888:interface=127.0.0.1"
+    assert str(config.mi_listen) == "tcp:8888:interface=127.0.0.1"
     assert config.mi_token is None
     assert config.user_agent == f"uac-registrant {__version__}"
     assert config.max_register_rate == 0

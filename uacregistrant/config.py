@@ -17,15 +17,16 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet.endpoints import serverFromString
+from twisted.internet import endpoints
+from twisted.internet.interfaces import IStreamServerEndpoint
 
 from uacregistrant import __version__
 from uacregistrant.store.rows import Columns
 from uacregistrant.store.url import DbUrl, parse_db_url, redact_url
 from uacregistrant.transport.listen import SocketSpec, format_address, parse_address, parse_socket
-from uacregistrant.transport.tls import load_ca_bundle
+from uacregistrant.transport.tls import CABundle, load_ca_bundle
 
-__all__ = ["Config", "ConfigError", "DbUrl", "load_config", "validate"]
+__all__ = ["CABundle", "Config", "ConfigError", "DbUrl", "EndpointSpec", "load_config", "parse_endpoint", "validate"]
 
 
 class ConfigError(Exception):
@@ -42,6 +43,49 @@ class ConfigError(Exception):
         return f"bad parameter {self.parameter}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """A Twisted server endpoint description (``mi_listen``), parsed once.
+
+    ``endpoint(reactor)`` builds the endpoint from the parsed parts, with the
+    reactor it is given: the text is not read again.  Two specs are equal
+    when their texts are.
+    """
+
+    text: str
+    # The endpoint type's factory (or a plugin's parseStreamServer) and its arguments.
+    _factory: typing.Callable[..., IStreamServerEndpoint] = field(compare=False, repr=False)
+    _args: tuple[Any, ...] = field(compare=False, repr=False)
+    _kwargs: Mapping[str, Any] = field(compare=False, repr=False)
+
+    def endpoint(self, reactor: Any) -> IStreamServerEndpoint:
+        return self._factory(reactor, *self._args, **self._kwargs)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_endpoint(text: str) -> EndpointSpec:
+    """Parse a server endpoint description as ``serverFromString`` does, without a reactor.
+
+    Twisted offers its parser only through ``serverFromString``, which also
+    builds the endpoint and so wants the reactor; this is its first half
+    (``_parseServer``, public behaviour since Twisted 10.2), the second being
+    ``EndpointSpec.endpoint``.  A ValueError says why the text is no endpoint.
+    """
+    try:
+        kind, args, kwargs = endpoints._parseServer(text, None)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{text!r} is not a Twisted endpoint: {e}") from None
+    if isinstance(kind, str):
+        # serverFromString drops the (unused) factory argument of strports' parsers.
+        factory = endpoints._endpointServerFactories[kind]
+        args = args[:1] + args[2:]
+    else:
+        factory = kind.parseStreamServer
+    return EndpointSpec(text, factory, tuple(args), dict(kwargs))
+
+
 def _param(default: Any, doc: str, *, shown: bool = True) -> Any:
     return field(default=default, repr=shown, metadata={"doc": doc})
 
@@ -50,8 +94,9 @@ def _param(default: Any, doc: str, *, shown: bool = True) -> Any:
 class Config:
     """Every parameter, named as in OpenSIPS, with OpenSIPS's defaults.
 
-    Values are already parsed (``DbUrl``, ``SocketSpec``, (ip, port) tuples):
-    nothing downstream reads these strings again.
+    Values are already parsed (``DbUrl``, ``SocketSpec``, (ip, port) tuples,
+    ``EndpointSpec``, a loaded ``CABundle``): nothing downstream reads these
+    strings, or the CA file, again.
     """
 
     hash_size: int = _param(1, "exponent of the number of buckets (2^hash_size)")
@@ -84,7 +129,9 @@ class Config:
     listen: tuple[SocketSpec, ...] = _param(
         (SocketSpec("udp", "127.0.0.1", 5060),), "SIP socket proto:IP:PORT (udp, tcp, tls; repeatable)"
     )
-    mi_listen: str = _param("tcp:8888:interface=127.0.0.1", "Twisted endpoint of the MI HTTP server")
+    mi_listen: EndpointSpec = _param(
+        parse_endpoint("tcp:8888:interface=127.0.0.1"), "Twisted endpoint of the MI HTTP server"
+    )
     mi_token: str | None = _param(None, "bearer token required by the MI server", shown=False)
     mi_fifo: str | None = _param(None, "path of the MI FIFO (OpenSIPS mi_fifo's fifo_name); off when unset")
     mi_fifo_mode: str = _param("0660", "permissions of the MI FIFO, in octal")
@@ -96,7 +143,7 @@ class Config:
     dns_servers: tuple[tuple[str, int], ...] = _param(
         (), "DNS server IP:PORT (repeatable; default: system)"
     )
-    tls_ca_file: str | None = _param(None, "PEM file of trusted CAs for TLS")
+    tls_ca_file: CABundle | None = _param(None, "PEM file of trusted CAs for TLS")
     tls_cert_file: str | None = _param(None, "PEM file of our TLS certificate")
     tls_key_file: str | None = _param(None, "PEM file of our TLS private key")
     tls_verify: bool = _param(True, "1: verify the registrar's TLS certificate")
@@ -243,6 +290,19 @@ def _each(parse: typing.Callable[[str], object]) -> typing.Callable[[str, object
     return lambda name, value: tuple(one(name, item) for item in _to_str_tuple(name, value))
 
 
+def _to_ca_bundle(name: str, value: object) -> CABundle | None:
+    """The CA file, read and parsed here, once; an empty value means none."""
+    path = _to_optional_str(name, value)
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise ConfigError(name, f"{path!r} is not a readable file")
+    try:
+        return load_ca_bundle(path)
+    except ValueError as e:
+        raise ConfigError(name, str(e)) from None
+
+
 _CONVERTERS: dict[object, typing.Callable[[str, object], object]] = {
     bool: _to_bool,
     int: _to_int,
@@ -250,6 +310,8 @@ _CONVERTERS: dict[object, typing.Callable[[str, object], object]] = {
     str: _to_str,
     str | None: _to_optional_str,
     DbUrl: _parsed(parse_db_url),
+    EndpointSpec: _parsed(parse_endpoint),
+    CABundle | None: _to_ca_bundle,
     tuple[SocketSpec, ...]: _each(parse_socket),
     tuple[tuple[str, int], ...]: _each(parse_address),
 }
@@ -370,11 +432,7 @@ def _check_names(config: Config) -> None:
 
 
 def _check_mi(config: Config) -> None:
-    try:
-        # Parsing only: the endpoint is built again, with the reactor, by the service.
-        serverFromString(None, config.mi_listen)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ConfigError("mi_listen", f"{config.mi_listen!r} is not a Twisted endpoint: {e}") from None
+    # mi_listen was parsed by its converter; the service builds the endpoint from it.
     if config.mi_token is not None and not _printable_word(config.mi_token):
         # The token travels in an HTTP header; never echo it.
         raise ConfigError("mi_token", "must be printable text without spaces")
@@ -388,15 +446,11 @@ def _check_mi(config: Config) -> None:
 
 
 def _check_tls(config: Config) -> None:
-    for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+    # tls_ca_file was read and checked, once, by its converter.
+    for name in ("tls_cert_file", "tls_key_file"):
         path = getattr(config, name)
         if path is not None and not os.path.isfile(path):
             raise ConfigError(name, f"{path!r} is not a readable file")
-    if config.tls_ca_file is not None:
-        try:
-            load_ca_bundle(config.tls_ca_file)
-        except ValueError as e:
-            raise ConfigError("tls_ca_file", str(e)) from None
     if config.tls_key_file is not None and config.tls_cert_file is None:
         raise ConfigError("tls_key_file", "a private key needs tls_cert_file")
 

@@ -13,7 +13,6 @@ from typing import Callable
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -96,7 +95,7 @@ class RegistrantService(MultiService):
                 random=BufferedRandom(),
                 user_agent=config.user_agent,
                 tls=TLSSettings(
-                    ca_file=config.tls_ca_file,
+                    ca=config.tls_ca_file,
                     cert_file=config.tls_cert_file,
                     key_file=config.tls_key_file,
                     verify=config.tls_verify,
@@ -267,7 +266,7 @@ class RegistrantService(MultiService):
             token=config.mi_token,
             reactor=self.reactor,
         )
-        endpoint = serverFromString(self.reactor, self.config.mi_listen)
+        endpoint = self.config.mi_listen.endpoint(self.reactor)
 
         def listening(port) -> None:
             self._mi_port = port

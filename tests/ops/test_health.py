@@ -8,7 +8,7 @@ import pytest_twisted
 import treq
 from twisted.internet import defer, reactor, task
 
-from uacregistrant.config import Config
+from uacregistrant.config import Config, parse_endpoint
 from uacregistrant.registrant.record import RecordConfig
 from uacregistrant.service import RegistrantService
 from uacregistrant.store.memory import MemoryStore
@@ -75,7 +75,7 @@ async def _get(service: RegistrantService, method: str = "GET") -> tuple[int, di
 
 def _service(store: MemoryStore) -> tuple[RegistrantService, TransactionLayer]:
     sip = TransactionLayer(reactor, reactor)
-    config = Config(timer_interval=2, mi_listen="tcp:0:interface=127.0.0.1", mi_token="t0ken")
+    config = Config(timer_interval=2, mi_listen=parse_endpoint("tcp:0:interface=127.0.0.1"), mi_token="t0ken")
     return RegistrantService(config, reactor, store=store, sender=sip), sip
 
 

@@ -17,7 +17,7 @@ from uacregistrant.sip.message import Request, parse_message, response_for
 from uacregistrant.transport.errors import TransportError
 from uacregistrant.transport.layer import TransactionLayer
 from uacregistrant.transport.listen import Destination, parse_socket
-from uacregistrant.transport.tls import TLSSettings
+from uacregistrant.transport.tls import TLSSettings, load_ca_bundle
 
 
 def options(cseq: int = 1) -> Request:
@@ -135,7 +135,7 @@ def tls_registrar(pki):
 
 
 def tls_client(layers, ca_file: Path, server) -> TransactionLayer:
-    settings = TLSSettings(ca_file=str(ca_file), cert_file=str(server.cert_file), key_file=str(server.key_file))
+    settings = TLSSettings(ca=load_ca_bundle(str(ca_file)), cert_file=str(server.cert_file), key_file=str(server.key_file))
     client = layers(tls=settings)
     client.listen(parse_socket("tls:127.0.0.1:0"))
     return client
@@ -180,7 +180,7 @@ def test_tls_without_verification_accepts_any_certificate(layers, pki, tls_regis
     _, server, stranger = pki
     port, seen = tls_registrar
     settings = TLSSettings(
-        ca_file=str(stranger.files.cert_file), cert_file=str(server.cert_file), key_file=str(server.key_file), verify=False
+        ca=load_ca_bundle(str(stranger.files.cert_file)), cert_file=str(server.cert_file), key_file=str(server.key_file), verify=False
     )
     client = layers(tls=settings)
     client.listen(parse_socket("tls:127.0.0.1:0"))
@@ -196,7 +196,7 @@ def test_a_tls_socket_without_a_certificate_connects_out_but_accepts_nothing(lay
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         own_port = unused.getsockname()[1]
-    client = layers(tls=TLSSettings(ca_file=str(authority.files.cert_file)))
+    client = layers(tls=TLSSettings(ca=load_ca_bundle(str(authority.files.cert_file))))
     with capturedLogs() as events:
         bound = client.listen(parse_socket(f"tls:127.0.0.1:{own_port}"))
     assert bound == parse_socket(f"tls:127.0.0.1:{own_port}")

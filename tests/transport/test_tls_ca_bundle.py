@@ -49,7 +49,7 @@ def client_with():
     made: list[TransactionLayer] = []
 
     def make(ca_file: Path) -> TransactionLayer:
-        layer = TransactionLayer(reactor, reactor, tls=TLSSettings(ca_file=str(ca_file)))
+        layer = TransactionLayer(reactor, reactor, tls=TLSSettings(ca=load_ca_bundle(str(ca_file))))
         # No certificate of our own: the socket only names our Via port.
         layer.listen(parse_socket(f"tls:127.0.0.1:{free_port('tcp')}"))
         made.append(layer)
@@ -70,7 +70,7 @@ def bundle(path: Path, *authorities: CertificateAuthority) -> Path:
 def test_every_certificate_of_the_bundle_is_loaded(tmp_path, two_authorities):
     first, second, _ = two_authorities
     loaded = load_ca_bundle(str(bundle(tmp_path / "ca.pem", first, second)))
-    assert [c.getSubject().commonName for c in loaded] == [b"First CA", b"Second CA"]
+    assert [c.getSubject().commonName for c in loaded.certificates] == [b"First CA", b"Second CA"]
 
 
 @pytest_twisted.inlineCallbacks

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from OpenSSL import SSL, crypto
@@ -17,7 +17,22 @@ _PEM_CERTIFICATE = re.compile(
 )
 
 
-def load_ca_bundle(path: str) -> list[ssl.Certificate]:
+@dataclass(frozen=True, slots=True)
+class CABundle:
+    """``tls_ca_file``, read and parsed once: its path and every certificate in it."""
+
+    path: str
+    certificates: tuple[ssl.Certificate, ...] = field(compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.path
+
+    def trust_root(self) -> object:
+        """An ``IOpenSSLTrustRoot`` trusting every certificate of the bundle (no file read)."""
+        return ssl.trustRootFromCertificates(list(self.certificates))
+
+
+def load_ca_bundle(path: str) -> CABundle:
     """Every certificate of a PEM file, in file order.
 
     A CA file is usually a bundle (the intermediate and root of each trusted
@@ -37,14 +52,15 @@ def load_ca_bundle(path: str) -> list[ssl.Certificate]:
             certificates.append(ssl.Certificate.loadPEM(block))
         except crypto.Error:
             raise ValueError(f"certificate {number} of {path} does not parse") from None
-    return certificates
+    return CABundle(path, tuple(certificates))
 
 
 @dataclass(frozen=True, slots=True)
 class TLSSettings:
-    """The ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file`` and ``tls_verify`` parameters."""
+    """The ``tls_ca_file`` (loaded), ``tls_cert_file``, ``tls_key_file`` and ``tls_verify`` parameters."""
 
-    ca_file: str | None = None
+    # None: the platform's trust store.
+    ca: CABundle | None = None
     cert_file: str | None = None
     key_file: str | None = None
     verify: bool = True
@@ -66,11 +82,7 @@ class TLSSettings:
         own = self._own_certificate()
         if not self.verify:
             return _UnverifiedClientOptions(server_name, own)
-        trust = (
-            ssl.trustRootFromCertificates(load_ca_bundle(self.ca_file))
-            if self.ca_file
-            else ssl.platformTrust()
-        )
+        trust = self.ca.trust_root() if self.ca is not None else ssl.platformTrust()
         return ssl.optionsForClientTLS(server_name, trustRoot=trust, clientCertificate=own)
 
     def server_options(self) -> ssl.CertificateOptions:
