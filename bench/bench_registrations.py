@@ -499,6 +499,18 @@ def report(figures: Figures) -> None:
     print(f"  UDP receive drops: registrant socket {run.registrant_drops}, registrar socket {run.registrar_drops}")
 
 
+def report_spread(runs: list[Figures]) -> None:
+    """Several runs of one peer and N: the spread of each figure (other load on the machine moves them)."""
+    def spread(values: list[float], unit: str) -> str:
+        values = sorted(values)
+        return f"{values[0]:.3f}–{values[-1]:.3f} {unit} (median {values[len(values) // 2]:.3f})"
+
+    print(f"{runs[0].run.peer} N={runs[0].run.records}, {len(runs)} runs:")
+    print(f"  CPU per 1,000 authenticated registrations {spread([r.cpu_per_1000 for r in runs], 's')}")
+    print(f"  PSS per record {spread([r.pss_per_record_kib for r in runs], 'KiB')}")
+    print(f"  all registered after {spread([r.run.wall_s for r in runs], 's')}")
+
+
 def hot_spots(profile: Path, top: int = 15) -> list[tuple[str, float, float]]:
     """(function, % of samples where it runs itself, % where it is on the stack) from py-spy's raw output."""
     own: dict[str, int] = {}
@@ -530,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="ours: seconds to wait after all are registered before the steady-state PSS")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="instead of measuring: one run of ours per N under py-spy, collapsed stacks to FILE")
+    parser.add_argument("--repeat", type=int, default=1, metavar="R",
+                        help="measure each peer and N R times and print the spread (the ratio uses the median run)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, tables)")
     args = parser.parse_args(argv)
     # A SIGTERM (timeout(1), a CI runner) unwinds like Ctrl-C, so every child is stopped by PID.
@@ -548,9 +562,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for records in args.n:
             results = {}
             for peer in peers:
-                (workdir / f"base-{peer}-{records}").mkdir()
-                results[peer] = measure(peer, records, workdir, args)
-                report(results[peer])
+                runs = []
+                for attempt in range(args.repeat):
+                    rundir = workdir / f"{peer}-{records}-{attempt}"
+                    (rundir / f"base-{peer}-{records}").mkdir(parents=True)
+                    runs.append(measure(peer, records, rundir, args))
+                    report(runs[-1])
+                if len(runs) > 1:
+                    report_spread(runs)
+                # The ratio is taken from the median run of each peer.
+                results[peer] = sorted(runs, key=lambda figures: figures.cpu_per_1000)[len(runs) // 2]
             if len(results) == 2:
                 ours, theirs = results["ours"], results["kamailio"]
                 print(f"ours/Kamailio N={records}: CPU per registration"

@@ -190,8 +190,9 @@ def test_a_standby_does_not_write_ahead():
     store = MemoryStore([record()])
     clock = Clock()
     writer = RuntimeWriter(store, clock, active=lambda registrant: False)
-    d = writer.write_ahead(object())
-    assert d.called and store.runtime == {}
+    answers = []
+    writer.write_ahead(object(), lambda registrant, failure: answers.append(failure))
+    assert answers == [None] and store.runtime == {}
 
 
 

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from ..sip.randomness import BufferedRandom
 from ..transport.interfaces import IRequestSender
 from ..transport.listen import Destination
-from .executor import Executor
+from .executor import Executor, WriteAheadDone
 from .keepalive import Keepalives
 from .machine import Event, Registrant
 from .observer import METHODS, EngineObserver, overridden
@@ -119,12 +119,13 @@ class Engine:
         rng: random.Random | None = None,
         keepalives: Keepalives | None = None,
         active: Callable[[Registrant], bool] | None = None,
-        write_ahead: Callable[[Registrant], Deferred] | None = None,
+        write_ahead: Callable[[Registrant, WriteAheadDone], None] | None = None,
     ) -> None:
         """``resolver``: anything with resolve(uri_text) -> Deferred[Targets] (transport.dns.SIPResolver).
         ``active``: whether this node registers a record now (clustering); all by default.
-        ``write_ahead``: commits a record's new dialog, firing once it is durable
-        (``persist.RuntimeWriter.write_ahead``); without it nothing waits."""
+        ``write_ahead(registrant, done)``: commits a record's new dialog and calls
+        ``done(registrant, None)`` once it is durable, ``done(registrant, failure)``
+        if it cannot be (``persist.RuntimeWriter.write_ahead``); without it nothing waits."""
         self.clock = clock
         self.timing = timing
         self._observers: dict[str, list[Callable]] = {name: [] for name in METHODS}
@@ -136,7 +137,7 @@ class Engine:
             clock=clock,
             timing=timing,
             send=self.router.send,
-            write_ahead=write_ahead or (lambda registrant: succeed(None)),
+            write_ahead=write_ahead or _durable_at_once,
             random_bytes=random_bytes,
             rng=rng,
             user_agent=user_agent,
@@ -353,6 +354,10 @@ class Engine:
 
     def state_counts(self) -> dict[str, int]:
         return {state.name: count for state, count in self._counts.items()}
+
+
+def _durable_at_once(registrant: Registrant, done: WriteAheadDone) -> None:
+    done(registrant, None)
 
 
 def _observer_failed(observer: object, aor: str | None) -> None:

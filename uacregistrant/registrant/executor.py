@@ -33,6 +33,27 @@ log = Logger()
 
 E = Effect
 
+# How the writer answers a write-ahead: (registrant, None) once its dialog is
+# committed, (registrant, failure) when it cannot be.
+WriteAheadDone = Callable[[Registrant, "Failure | None"], None]
+
+
+class _WritingAhead:
+    """``Registrant.pending`` while the record's new dialog is being committed.
+
+    One object for every record (not a Deferred each): the writer answers
+    through ``Executor.written_ahead``, which ignores a record that stopped
+    waiting meanwhile.
+    """
+
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        pass
+
+
+WRITING_AHEAD = _WritingAhead()
+
 
 class Executor:
     def __init__(
@@ -41,7 +62,7 @@ class Executor:
         clock: IReactorTime,
         timing: Timing,
         send: Callable[[Registrant, object], Deferred],
-        write_ahead: Callable[[Registrant], Deferred],
+        write_ahead: Callable[[Registrant, WriteAheadDone], None],
         random_bytes: Callable[[int], bytes],
         rng: random.Random,
         user_agent: str,
@@ -165,22 +186,17 @@ class Executor:
         self.fire(registrant, Event.TRANSPORT_ERROR)
         return None
 
-    def _durable(self, _: object, registrant: Registrant, pending: Deferred) -> None:
-        if registrant.pending is not pending:
+    def written_ahead(self, registrant: Registrant, failure: Failure | None) -> None:
+        """The writer's answer to ``write_ahead``: the record's current dialog is committed, or cannot be."""
+        if registrant.pending is not WRITING_AHEAD:
             return  # cancelled or superseded
         registrant.pending = None
-        self.fire(registrant, Event.DIALOG_DURABLE)
-
-    def _not_durable(self, failure: Failure, registrant: Registrant, pending: Deferred) -> None:
-        if registrant.pending is not pending:
-            return None
-        registrant.pending = None
-        if failure.check(CancelledError):
-            return None
-        # The writer has logged why; a dialog we could lose never goes on the wire.
-        registrant.last_code, registrant.last_reason = None, "runtime state not saved"
-        self.fire(registrant, Event.DIALOG_WRITE_FAILED)
-        return None
+        if failure is None:
+            self.fire(registrant, Event.DIALOG_DURABLE)
+        elif not failure.check(CancelledError):
+            # The writer has logged why; a dialog we could lose never goes on the wire.
+            registrant.last_code, registrant.last_reason = None, "runtime state not saved"
+            self.fire(registrant, Event.DIALOG_WRITE_FAILED)
 
     # -- effects out --------------------------------------------------------------
 
@@ -203,11 +219,8 @@ class Executor:
         self._transmit(registrant, None)
 
     def _persist_dialog(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
-        pending = self.write_ahead(registrant)
-        registrant.pending = pending
-        pending.addCallbacks(
-            self._durable, self._not_durable, callbackArgs=(registrant, pending), errbackArgs=(registrant, pending)
-        )
+        registrant.pending = WRITING_AHEAD
+        self.write_ahead(registrant, self.written_ahead)
 
     def _fail_plain(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
         self._fail(registrant, outcome, credentials=False)

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from .engine import Engine
+from .executor import WriteAheadDone
 from .machine import Registrant
 from .observer import EngineObserver
 from .record import RecordKey
@@ -32,6 +33,9 @@ log = Logger()
 BATCH = 10_000
 # A new dialog waits at most this long for its batch to start (write-behind waits ``delay``).
 AHEAD_DELAY = 0.2
+
+# A record waiting for a batch, and the Call-ID of its row in that batch.
+_Waiter = tuple[Registrant, WriteAheadDone, str]
 
 
 def min_expires(registrant: Registrant) -> int | None:
@@ -77,7 +81,7 @@ class RuntimeWriter(EngineObserver):
         self.failures = 0
         self._dirty: dict[RecordKey, Registrant] = {}
         # Records waiting for their dialog (Call-ID) to be committed.
-        self._ahead: dict[RecordKey, list[tuple[str, Deferred]]] = {}
+        self._ahead: dict[RecordKey, tuple[Registrant, WriteAheadDone]] = {}
         self._call: IDelayedCall | None = None
         self._writing: Deferred | None = None
 
@@ -85,14 +89,15 @@ class RuntimeWriter(EngineObserver):
         if self.active(registrant):
             self._mark(registrant)
 
-    def write_ahead(self, registrant: Registrant) -> Deferred:
-        """Fires once a row with the record's current dialog is committed; fails if it cannot be."""
+    def write_ahead(self, registrant: Registrant, done: WriteAheadDone) -> None:
+        """Calls ``done(registrant, None)`` once a row with the record's current dialog
+        is committed, ``done(registrant, failure)`` if it cannot be."""
         if not self.active(registrant):
-            return succeed(None)
-        waiter: Deferred = Deferred()
-        self._ahead.setdefault(registrant.key, []).append((registrant.call_id, waiter))
+            done(registrant, None)
+            return
+        # A record waits for one dialog at a time: a newer one replaces the older.
+        self._ahead[registrant.key] = (registrant, done)
         self._mark(registrant, min(AHEAD_DELAY, self.delay))
-        return waiter
 
     def _mark(self, registrant: Registrant, delay: float | None = None) -> None:
         self._dirty[registrant.key] = registrant
@@ -132,34 +137,27 @@ class RuntimeWriter(EngineObserver):
         writing.addCallbacks(self._written, self._failed, callbackArgs=(waiters,), errbackArgs=(batch, waiters))
         return writing
 
-    def _waiters_for(self, states: list[RuntimeState]) -> list[Deferred]:
-        """The waiters this batch answers: those of its keys whose dialog it holds."""
-        answered = []
+    def _waiters_for(self, states: list[RuntimeState]) -> list[_Waiter]:
+        """The records waiting for this batch: those whose current dialog it holds."""
+        answered: list[_Waiter] = []
         ahead = self._ahead
         if not ahead:
             return answered
         for state in states:
             waiting = ahead.get(state.key)
-            if waiting is None:
-                continue
-            later = []
-            for call_id, waiter in waiting:
-                if waiter.called:
-                    continue  # cancelled: the record moved on
-                (answered if call_id == state.call_id else later).append(waiter)
-            if later:
-                ahead[state.key] = later
-            else:
+            if waiting is not None and waiting[0].call_id == state.call_id:
                 del ahead[state.key]
+                answered.append((*waiting, state.call_id))
         return answered
 
-    def _written(self, _: object, waiters: list[Deferred]) -> None:
+    def _written(self, _: object, waiters: list[_Waiter]) -> None:
         self._writing = None
         self.failures = 0
         # Their REGISTERs go out now (through the scheduler); that marks them dirty again.
-        for waiter in waiters:
-            if not waiter.called:
-                waiter.callback(None)
+        for registrant, done, call_id in waiters:
+            # A record that moved on to another dialog meanwhile waits for a later batch.
+            if registrant.call_id == call_id:
+                done(registrant, None)
         if self._dirty:
             # A backlog goes on at once; fresh changes wait for the next batch,
             # new dialogs no longer than AHEAD_DELAY.
@@ -168,15 +166,15 @@ class RuntimeWriter(EngineObserver):
             else:
                 self._schedule(min(AHEAD_DELAY, self.delay) if self._ahead else self.delay)
 
-    def _failed(self, failure, batch: dict[RecordKey, Registrant], waiters: list[Deferred]) -> None:
+    def _failed(self, failure, batch: dict[RecordKey, Registrant], waiters: list[_Waiter]) -> None:
         self._writing = None
         self.failures += 1
         # Newer changes win over the batch that failed.
         self._dirty = {**batch, **self._dirty}
         # Their new dialogs stay off the wire; each record retries by its failure policy.
-        for waiter in waiters:
-            if not waiter.called:
-                waiter.errback(failure)
+        for registrant, done, call_id in waiters:
+            if registrant.call_id == call_id:
+                done(registrant, failure)
         self._cancel(None)
         if failure.check(CancelledError):
             return  # given up at the shutdown deadline: nothing is retried
