@@ -549,6 +549,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A SIGTERM (timeout(1), a CI runner) unwinds like Ctrl-C, so every child is stopped by PID.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     peers = ("ours", "kamailio") if args.peer == "both" else (args.peer,)
+    if "ours" in peers:
+        # The service runs from this tree with this environment: the same build as here.
+        from uacregistrant import compiled
+
+        print(f"ours: {compiled.variant()} hot modules")
     workdir = Path(tempfile.mkdtemp(prefix="bench-registrations-"))
     try:
         if args.profile is not None:

@@ -109,7 +109,9 @@ def report(label: str, per_second: float, target: int | None) -> None:
 
 
 def main() -> None:
-    print(f"Python {sys.version.split()[0]}, one core; {len(OK_TO_REGISTER)}-byte 200 OK")
+    from uacregistrant import compiled
+
+    print(f"Python {sys.version.split()[0]}, one core, {compiled.variant()} hot modules; {len(OK_TO_REGISTER)}-byte 200 OK")
     report("parse 200 OK + via.branch/cseq/call_id/contacts/expires", rate(parse_and_read), TARGET)
     report("parse 200 OK only (framing, no header value read)", rate(parse_only), None)
     report(f"build_request REGISTER ({len(REGISTER_HEADERS)} headers)", rate(build), TARGET)

@@ -1,6 +1,7 @@
 """Digest client: RFC 2617, RFC 7616 and RFC 8760 vectors, parsing and choice."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 
@@ -498,7 +499,7 @@ def test_errors_never_show_the_password(overrides: dict, error: type) -> None:
 
 def test_challenge_repr_holds_no_credentials() -> None:
     """Challenges are safe to log: they hold nothing of ours."""
-    assert set(Challenge.__slots__) == {
+    assert {field.name for field in dataclasses.fields(Challenge)} == {
         "realm", "nonce", "algorithm", "qop", "opaque", "stale", "domain"
     }
 

@@ -218,7 +218,7 @@ def _scan_challenges(value: str) -> Iterator[tuple[str, dict[str, str]]]:
             raise ParseError("expected an auth-scheme at offset {}".format(pos))
         scheme = match.group()
         after_scheme = match.end()
-        pos = _OWS.match(value, after_scheme).end()
+        pos = _OWS.match(value, after_scheme).end()  # type: ignore[union-attr]  # _OWS matches the empty string too
         params: dict[str, str] = {}
         if pos < end and value[pos] != ",":
             if pos == after_scheme:
@@ -245,14 +245,14 @@ def _scan_challenges(value: str) -> Iterator[tuple[str, dict[str, str]]]:
 def _skip_separators(value: str, pos: int) -> int:
     # RFC 7230 §7: a list may hold empty elements.
     while True:
-        pos = _OWS.match(value, pos).end()
+        pos = _OWS.match(value, pos).end()  # type: ignore[union-attr]
         if pos == len(value) or value[pos] != ",":
             return pos
         pos += 1
 
 
 def _next_item(value: str, pos: int) -> int:
-    pos = _OWS.match(value, pos).end()
+    pos = _OWS.match(value, pos).end()  # type: ignore[union-attr]
     if pos < len(value) and value[pos] != ",":
         raise ParseError("expected a comma at offset {}".format(pos))
     return _skip_separators(value, pos)

@@ -196,6 +196,7 @@ def parse_name_addr(value: str) -> tuple[str | None, str, tuple[tuple[str, str |
             if quoted is not None:
                 return quoted, uri, params
             return (" ".join(bare.split()) or None) if bare else None, uri, params
+    display: str | None
     if text.startswith('"'):
         close = _closing_quote(text)
         display = unquote_string(text[: close + 1])

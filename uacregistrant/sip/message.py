@@ -111,8 +111,9 @@ def parse_via(value: str) -> Via:
     if match is not None:
         transport, host, port_text, rest = match.groups()
         port = None if port_text is None else int(port_text)
-        if port is None or 1 <= port <= 65535:
-            return Via(transport.upper(), host, port, simple_params(rest) if rest else ())
+        params = simple_params(rest) if rest else ()
+        if params is not None and (port is None or 1 <= port <= 65535):
+            return Via(transport.upper(), host, port, params)
     match = _VIA.fullmatch(value)
     if match is None:
         raise ParseError("malformed Via")
