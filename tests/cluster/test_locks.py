@@ -1,4 +1,6 @@
-"""The lock backend on a real PostgreSQL server: locks, owners, requests, NOTIFY, live nodes."""
+"""The lock backends on real servers: locks, owners, requests, live nodes, on PostgreSQL
+and on MariaDB (the same contract); NOTIFY on PostgreSQL.  What MySQL does its own
+way is in test_mysql_locks."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from zope.interface.verify import verifyObject
 
-from uacregistrant.cluster.locks import PostgresLocks
+from uacregistrant.cluster.locks import ILockBackend
 
 
 async def eventually(check, timeout: float = 5.0):
@@ -21,23 +24,25 @@ async def eventually(check, timeout: float = 5.0):
     return result
 
 
-@pytest.fixture
-def nodes(pg_dsn):
-    notes: dict[str, list[str]] = {"a": [], "b": []}
-    made = {name: PostgresLocks(pg_dsn, name, reactor) for name in notes}
-    for name, backend in made.items():
-        backend.on_notify = notes[name].append
-    yield made, notes
-    for backend in made.values():
-        backend.reset()
+@pytest.fixture(params=["postgres", "mysql"])
+def nodes(request):
+    """Nodes a and b on each backend (see conftest), and what each was notified of."""
+    return request.getfixturevalue("mysql_nodes" if request.param == "mysql" else "pg_nodes")
 
 
-@pytest_twisted.ensureDeferred
-async def test_one_node_holds_a_tag_and_the_server_tells_who(nodes):
+async def connected(nodes):
+    """Nodes a and b, connected."""
     (made, _) = nodes
     a, b = made["a"], made["b"]
     await a.connect(5)
     await b.connect(5)
+    return a, b
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_node_holds_a_tag_and_the_server_tells_who(nodes):
+    assert verifyObject(ILockBackend, nodes[0]["a"])
+    a, b = await connected(nodes)
     assert await a.try_lock("vip/1") is True
     assert await b.try_lock("vip/1") is False
     assert await b.try_lock("other/2") is True
@@ -55,10 +60,7 @@ async def test_one_node_holds_a_tag_and_the_server_tells_who(nodes):
 
 @pytest_twisted.ensureDeferred
 async def test_reset_frees_the_locks_on_the_server(nodes):
-    (made, _) = nodes
-    a, b = made["a"], made["b"]
-    await a.connect(5)
-    await b.connect(5)
+    a, b = await connected(nodes)
     assert await a.try_lock("vip/1") is True
     a.reset()
     assert not a.connected
@@ -68,11 +70,9 @@ async def test_reset_frees_the_locks_on_the_server(nodes):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_request_is_seen_by_all_and_notified(nodes):
-    (made, notes) = nodes
-    a, b = made["a"], made["b"]
-    await a.connect(5)
-    await b.connect(5)
+async def test_a_request_is_seen_by_all_and_notified(pg_nodes):
+    (_, notes) = pg_nodes
+    a, b = await connected(pg_nodes)
     arrived: Deferred = Deferred()
     a.on_notify = lambda payload: (notes["a"].append(payload), arrived.called or arrived.callback(None))
     await b.request("vip/1", 10)
@@ -97,10 +97,7 @@ async def test_an_expired_request_counts_no_more(nodes):
 
 @pytest_twisted.ensureDeferred
 async def test_heartbeats_age_on_the_server_clock_and_outlive_the_session(nodes):
-    (made, _) = nodes
-    a, b = made["a"], made["b"]
-    await a.connect(5)
-    await b.connect(5)
+    a, b = await connected(nodes)
     assert (await b.survey([])).ages == {}  # the table exists from the first connect on
     await a.heartbeat()
     await deferLater(reactor, 0.3, lambda: None)

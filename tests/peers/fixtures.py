@@ -4,8 +4,10 @@
   started :class:`~tests.peers.kamailio.Kamailio` on a free port; all are stopped at teardown.
 - ``postgres``: one private :class:`~tests.peers.postgres.Postgres` cluster for the session.
 - ``pg_dsn``: a fresh, empty database on it for one test (dropped afterwards).
+- ``own_postgres``: a PostgreSQL cluster of one test alone (to stop and start on purpose).
 - ``mariadb``: one private :class:`~tests.peers.mariadb.MariaDB` server for the session.
 - ``mysql_url``: a fresh, empty database on it for one test (dropped afterwards).
+- ``own_mariadb``: a MariaDB server of one test alone (to stop and start on purpose).
 
 Missing binaries skip these tests, or fail them when ``CI=true``.
 """
@@ -48,38 +50,12 @@ def kamailio(tmp_path: pathlib.Path) -> Iterator[Callable[..., kamailio_peer.Kam
             registrar.stop()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[postgres_peer.Postgres]:
-    reason = postgres_peer.unavailable_reason()
+def _server(peer: Any, make: Callable[[], Any]) -> Iterator[Any]:
+    """A started server of ``peer`` (the postgres or mariadb module), destroyed afterwards."""
+    reason = peer.unavailable_reason()
     if reason is not None:
         unavailable(reason)
-    cluster = postgres_peer.Postgres()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
-def pg_dsn(postgres: postgres_peer.Postgres) -> Iterator[str]:
-    name = "test_" + uuid.uuid4().hex[:12]
-    dsn = postgres.create_database(name)
-    try:
-        yield dsn
-    finally:
-        # A test that stopped the shared cluster must not take the others down with it.
-        if not postgres.running():
-            postgres.start()
-        postgres.drop_database(name)
-
-
-@pytest.fixture(scope="session")
-def mariadb() -> Iterator[mariadb_peer.MariaDB]:
-    reason = mariadb_peer.unavailable_reason()
-    if reason is not None:
-        unavailable(reason)
-    server = mariadb_peer.MariaDB()
+    server = make()
     try:
         server.start()
         yield server
@@ -87,14 +63,46 @@ def mariadb() -> Iterator[mariadb_peer.MariaDB]:
         server.destroy()
 
 
-@pytest.fixture
-def mysql_url(mariadb: mariadb_peer.MariaDB) -> Iterator[str]:
+def _fresh_database(server: Any) -> Iterator[str]:
+    """A fresh, empty database on ``server`` (its URL), dropped afterwards."""
     name = "test_" + uuid.uuid4().hex[:12]
-    url = mariadb.create_database(name)
+    url = server.create_database(name)
     try:
         yield url
     finally:
         # A test that stopped the shared server must not take the others down with it.
-        if not mariadb.running():
-            mariadb.start()
-        mariadb.drop_database(name)
+        if not server.running():
+            server.start()
+        server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[postgres_peer.Postgres]:
+    yield from _server(postgres_peer, postgres_peer.Postgres)
+
+
+@pytest.fixture
+def pg_dsn(postgres: postgres_peer.Postgres) -> Iterator[str]:
+    yield from _fresh_database(postgres)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[postgres_peer.Postgres]:
+    """A PostgreSQL of this test alone: it is stopped and started on purpose."""
+    yield from _server(postgres_peer, postgres_peer.Postgres)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[mariadb_peer.MariaDB]:
+    yield from _server(mariadb_peer, mariadb_peer.MariaDB)
+
+
+@pytest.fixture
+def mysql_url(mariadb: mariadb_peer.MariaDB) -> Iterator[str]:
+    yield from _fresh_database(mariadb)
+
+
+@pytest.fixture
+def own_mariadb() -> Iterator[mariadb_peer.MariaDB]:
+    """A MariaDB of this test alone: it is stopped and started on purpose."""
+    yield from _server(mariadb_peer, mariadb_peer.MariaDB)

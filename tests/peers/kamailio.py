@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.peers import free_port
+from tests.peers.process import PeerProcess, tail
 
 __all__ = ["Binding", "Kamailio", "KamailioError", "unavailable_reason"]
 
@@ -35,8 +35,6 @@ REQUIRED_MODULES = (
     "kex", "corex", "sl", "pv", "maxfwd", "textops", "siputils", "usrloc",
     "registrar", "xhttp", "jsonrpcs", "db_sqlite", "auth", "auth_db",
 )
-START_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
 # The registrar prints this for empty usrloc fields.
 _NOT_SET = "[not set]"
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -98,14 +96,20 @@ def unavailable_reason(modules: Iterable[str] = REQUIRED_MODULES) -> str | None:
     return None
 
 
-class Kamailio:
+class Kamailio(PeerProcess):
     """One registrar on 127.0.0.1: UDP and TCP on ``port``, TLS on ``tls_port`` if given.
 
     With ``challenge`` every REGISTER needs an MD5 digest (qop=auth) for one of
     ``users`` (username -> password); a wrong password gets a fresh 401, never 403.
     Expiries below ``min_expires`` get 423 with Min-Expires; above ``max_expires``
-    they are lowered to it.
+    they are lowered to it.  Stopped with SIGTERM to the main process (it stops its
+    children), SIGKILL to the whole group after ``stop_timeout``.
     """
+
+    name = "kamailio"
+    error = KamailioError
+    start_timeout = 15.0
+    stop_timeout = 10.0
 
     def __init__(
         self,
@@ -136,11 +140,6 @@ class Kamailio:
         self.rpc_port: int | None = None
         self.log_path = self.workdir / "kamailio.log"
         self.config_path = self.workdir / "kamailio.cfg"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     @property
     def uri(self) -> str:
@@ -167,34 +166,7 @@ class Kamailio:
             # Own session: a Ctrl-C on the test run must not reach it before stop() does.
             self._process = subprocess.Popen(
                 command, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """SIGTERM the main process (it stops its children), SIGKILL after a timeout."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            # Its own session (start_new_session): the group holds only its children.
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            _wait_group_gone(process.pid)
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        self._started(self._wait_ready)
 
     def rpc(self, method: str, *params: Any) -> Any:
         """Call a Kamailio RPC command; returns the JSON-RPC ``result``."""
@@ -268,16 +240,16 @@ class Kamailio:
 
     def _wait_ready(self) -> None:
         """Poll until Kamailio answers an OPTIONS over UDP and its RPC, or give up with the log tail."""
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind(("127.0.0.1", 0))
             probe.settimeout(0.2)
             while True:
                 if not self.running():
-                    raise KamailioError("kamailio exited during start-up:\n" + _tail(self.log_text()))
+                    raise KamailioError("kamailio exited during start-up:\n" + tail(self.log_text()))
                 if time.monotonic() > deadline:
                     raise KamailioError("kamailio did not answer within {}s:\n{}".format(
-                        START_TIMEOUT, _tail(self.log_text())))
+                        self.start_timeout, tail(self.log_text())))
                 probe.sendto(_options(probe.getsockname()[1], self.port), ("127.0.0.1", self.port))
                 try:
                     reply = probe.recv(65535)
@@ -345,18 +317,3 @@ def _binding(contact: dict[str, Any]) -> Binding:
         q=float(contact.get("Q", -1)),
         socket=_optional(contact.get("Socket")),
     )
-
-
-def _wait_group_gone(pgid: int) -> None:
-    """SIGKILL is delivered asynchronously: wait until the orphaned children are gone too."""
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.01)
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])

@@ -13,20 +13,17 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from typing import Any
 
 import pymysql
 
 from tests.peers import free_port
+from tests.peers.process import DatabaseServer
 
 __all__ = ["MariaDB", "MariaDBError", "unavailable_reason"]
 
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 USER = "uac"
 PASSWORD = "s3cr3t-Pw"
 _BINARIES = ("mariadbd", "mariadb-install-db")
@@ -48,19 +45,19 @@ def unavailable_reason() -> str | None:
     return None
 
 
-class MariaDB:
+class MariaDB(DatabaseServer):
+    """Stopped with SIGTERM (a clean shutdown), SIGKILL after ``stop_timeout``."""
+
+    name = "mariadbd"
+    error = MariaDBError
+
     def __init__(self, *, port: int | None = None) -> None:
         self.port = port if port is not None else free_port("tcp")
         self.base = pathlib.Path(tempfile.mkdtemp(prefix="uac-registrant-mariadb-"))
         self.data_dir = self.base / "data"
         self.socket = self.base / "mysqld.sock"
         self.log_path = self.base / "mariadb.log"
-        self._process: subprocess.Popen[bytes] | None = None
         self._initialised = False
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def url(self, dbname: str) -> str:
         return f"mysql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{dbname}"
@@ -87,44 +84,7 @@ class MariaDB:
         self._process = subprocess.Popen(
             command, cwd=self.base, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            self._wait_ready()
-            if not self._initialised:
-                self._create_user()
-                self._initialised = True
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """SIGTERM (a clean shutdown), SIGKILL after a timeout; idempotent."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def destroy(self) -> None:
-        """Stop and delete the server's files."""
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        self._started(self._ready)
 
     def connect(self, dbname: str | None = None, *, connect_timeout: int = 5) -> Any:
         """A PyMySQL connection as root through the socket, in autocommit mode."""
@@ -177,22 +137,8 @@ class MariaDB:
     def _user(self) -> list[str]:
         return ["--user=root"] if os.geteuid() == 0 else []
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if not self.running():
-                raise MariaDBError("mariadbd exited during start-up:\n" + _tail(self.log_text()))
-            try:
-                self.connect(connect_timeout=1).close()
-                return
-            except pymysql.err.Error as error:
-                if time.monotonic() > deadline:
-                    raise MariaDBError(
-                        f"mariadbd did not accept connections within {START_TIMEOUT}s: {error}\n"
-                        + _tail(self.log_text())) from error
-            # Start-up takes a second or two; poll rather than spin.
-            time.sleep(0.05)
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
+    def _ready(self) -> None:
+        self._wait_accepting(lambda: self.connect(connect_timeout=1).close(), (pymysql.err.Error,))
+        if not self._initialised:
+            self._create_user()
+            self._initialised = True

@@ -16,18 +16,16 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from typing import Any
 
 import psycopg2
 from psycopg2 import sql
 
 from tests.peers import free_port
+from tests.peers.process import DatabaseServer
 
 __all__ = ["Postgres", "PostgresError", "bin_dir", "unavailable_reason"]
 
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 SERVICE_USER = "postgres"
 
 
@@ -64,20 +62,20 @@ def unavailable_reason() -> str | None:
     return None
 
 
-class Postgres:
+class Postgres(DatabaseServer):
+    name = "postgres"
+    error = PostgresError
+    # Fast shutdown: disconnect the clients, checkpoint.
+    stop_signal = signal.SIGINT
+
     def __init__(self, *, port: int | None = None) -> None:
         self.port = port if port is not None else free_port("tcp")
         self.base = pathlib.Path(tempfile.mkdtemp(prefix="uac-registrant-pg-"))
         self.data_dir = self.base / "data"
         self.log_path = self.base / "postgres.log"
-        self._process: subprocess.Popen[bytes] | None = None
         self._initialised = False
         if _as_root():
             shutil.chown(self.base, SERVICE_USER, SERVICE_USER)
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def dsn(self, dbname: str = "postgres") -> str:
         return "postgres://postgres@127.0.0.1:{}/{}".format(self.port, dbname)
@@ -103,43 +101,8 @@ class Postgres:
             self._process = subprocess.Popen(
                 command, cwd=self.base, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, **self._user())
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT: disconnect clients, checkpoint), SIGKILL after a timeout; idempotent."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            # Its own session (start_new_session): the group holds only its children.
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            _wait_group_gone(process.pid)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def destroy(self) -> None:
-        """Stop and delete the cluster's files."""
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        self._started(lambda: self._wait_accepting(
+            lambda: self.connect(connect_timeout=1).close(), (psycopg2.OperationalError,)))
 
     def connect(self, dbname: str = "postgres", *, connect_timeout: int = 5) -> Any:
         """A psycopg2 connection in autocommit mode."""
@@ -184,33 +147,3 @@ class Postgres:
         result = subprocess.run(command, cwd=self.base, capture_output=True, text=True, timeout=120, **self._user())
         if result.returncode != 0:
             raise PostgresError("{} failed ({}):\n{}{}".format(command[0], result.returncode, result.stdout, result.stderr))
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if not self.running():
-                raise PostgresError("postgres exited during start-up:\n" + _tail(self.log_text()))
-            try:
-                self.connect(connect_timeout=1).close()
-                return
-            except psycopg2.OperationalError as error:
-                if time.monotonic() > deadline:
-                    raise PostgresError("postgres did not accept connections within {}s: {}\n{}".format(
-                        START_TIMEOUT, error, _tail(self.log_text()))) from error
-            # Start-up takes a few hundred ms; poll rather than spin.
-            time.sleep(0.05)
-
-
-def _wait_group_gone(pgid: int) -> None:
-    """SIGKILL is delivered asynchronously: wait until the orphaned children are gone too."""
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.01)
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])

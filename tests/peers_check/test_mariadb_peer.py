@@ -56,7 +56,9 @@ def test_a_server_of_its_own_stops_by_pid_even_when_hung() -> None:
         pid = server.pid
         assert pid is not None
         assert server.execute("SELECT @@port") == [(server.port,)]
-        # A server that answers no signal but SIGKILL is still stopped.
+        # A server that answers no signal but SIGKILL is still stopped, once
+        # stop_timeout is over (its length does not matter: a short one here).
+        server.stop_timeout = 1.0
         os.kill(pid, signal.SIGSTOP)
         server.stop()
         assert not server.running()

@@ -22,7 +22,6 @@ import psycopg2
 import pytest
 
 from tests.peers import free_port
-from tests.peers import kamailio as kamailio_peer
 from tests.peers.kamailio import Kamailio, KamailioError
 from tests.peers.postgres import Postgres
 
@@ -365,7 +364,7 @@ def test_stop_kills_a_hung_kamailio_with_its_children(
     kamailio: Callable[..., Kamailio], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registrar = kamailio(challenge=False)
-    monkeypatch.setattr(kamailio_peer, "STOP_TIMEOUT", 0.5)
+    monkeypatch.setattr(registrar, "stop_timeout", 0.5)
     assert registrar.pid is not None
     os.kill(registrar.pid, signal.SIGSTOP)  # a main process that ignores SIGTERM
     registrar.stop()
