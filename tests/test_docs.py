@@ -26,8 +26,8 @@ def test_renders_without_warnings(path: Path) -> None:
     assert warnings.getvalue() == ""
 
 
-def test_no_reference_to_a_document_outside_the_repository() -> None:
-    outside = re.compile(r"SPEC\.md|SPEC §|STYLE\.md")
+def test_no_reference_to_a_document_or_tracker_outside_the_repository() -> None:
+    outside = re.compile(r"SPEC\.md|SPEC §|STYLE\.md|\b[Ii]ssue #?[0-9]+")
     found = []
     for path in ROOT.rglob("*"):
         if path.suffix not in {".py", ".rst", ".md", ".toml", ".cfg", ".js", ".html", ".in", ".example"}:
