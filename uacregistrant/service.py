@@ -138,6 +138,7 @@ class RegistrantService(MultiService):
             state_counts=self.engine.state_counts,
             transport_stats=self._transport_stats,
             slots_reclaimed=lambda: self.engine.scheduler.reclaimed,
+            engine=self.engine,
         )
         self.engine.subscribe(MetricsObserver(self.metrics))
         self.events: EventPoster | None = None

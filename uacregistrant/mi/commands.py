@@ -10,8 +10,10 @@ from twisted.logger import Logger
 from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.record import RecordConfig, RecordKey
+from ..registrant.trace import DEFAULT_SECONDS, MAX_SECONDS, TooManyTraced
 from ..store.interface import IRegistrantStore, NoSuchRow, StoreError
 from ..store.rows import RowError
+from ..sip.uri import redact_uri
 from .jsonrpc import Command, CommandTable, MIError, StreamedList, server_error
 from .listing import Listing
 
@@ -32,6 +34,7 @@ UPSERT = TRIPLE + tuple(
         "state",
     )
 )
+TRACE = TRIPLE + ("trace?", "seconds?")
 NOT_FOUND = 404
 
 
@@ -72,6 +75,8 @@ class RegistrantCommands:
             ("delete", self.reg_delete, (TRIPLE,)),
         ):
             table.add(Command(f"reg_{name}", handler, sets, aliases=(f"uac_registrant:{name}",)))
+        # Ours, not OpenSIPS's.
+        table.add(Command("reg_trace", self.reg_trace, (TRACE,)))
         return table
 
     def _find(self, params: dict[str, object]) -> Registrant:
@@ -116,6 +121,7 @@ class RegistrantCommands:
             log.warn("skipped row {id}: {reason}", id=row_id, reason=reason)
             self.on_row_skipped()
         self.listing.forget_gone()
+        self.engine.trace.forget_gone(self.engine)
         self.listing.reloading(result.records)
         self.engine.apply(result.records)
         return "OK"
@@ -185,8 +191,45 @@ class RegistrantCommands:
             raise server_error(f"database error: {e}")
         # The unREGISTER goes on after the reply; the record is dropped when it is done.
         self.listing.forget_gone()
+        self.engine.trace.forget(key)
         self.engine.remove(key)
         return "OK"
+
+
+    def reg_trace(self, params: dict[str, object]) -> dict[str, object]:
+        """Switch a record's exchange history on (``seconds``, 600 by default) or off,
+        or read it (no ``trace``)."""
+        registrant = self._find(params)
+        key = registrant.key
+        trace = self.engine.trace
+        switch = params.get("trace")
+        if switch == "on":
+            seconds = params.get("seconds")
+            seconds = DEFAULT_SECONDS if seconds in (None, "") else _integer("seconds", seconds)
+            if not 1 <= seconds <= MAX_SECONDS:
+                raise MIError(-32602, "Invalid params", f"seconds must be from 1 to {MAX_SECONDS}")
+            try:
+                trace.on(key, seconds)
+            except TooManyTraced as e:
+                raise MIError(400, "Too many traced records", str(e))
+        elif switch == "off":
+            if params.get("seconds") not in (None, ""):
+                raise MIError(-32602, "Invalid params", 'seconds goes with "trace": "on"')
+            trace.off(key)
+        elif switch is not None:
+            raise MIError(-32602, "Invalid params", 'trace must be "on" or "off"')
+        elif params.get("seconds") not in (None, ""):
+            raise MIError(-32602, "Invalid params", 'seconds goes with "trace": "on"')
+        reading = trace.read(key)
+        config = registrant.config
+        return {
+            "AOR": redact_uri(config.aor),
+            "binding": redact_uri(config.binding_uri),
+            "registrar": redact_uri(config.registrar),
+            "trace": "on" if reading.tracing else "off",
+            "trace_until": reading.until,
+            "exchanges": [exchange.as_json() for exchange in reading.exchanges],
+        }
 
 
 def _integer(name: str, value: object) -> int:

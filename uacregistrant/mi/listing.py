@@ -157,4 +157,17 @@ class Listing(EngineObserver):
         # Ours: when this service acts next; "never" waits for an operator.
         timeout = registrant.registration_timeout
         view["next_attempt"] = "never" if math.isinf(timeout) else ctime(timeout)
+        # Ours: availability since the record was loaded (carried across restarts).
+        figures = self.engine.availability.figures(registrant)
+        view["enabled_s"] = int(figures.enabled_s)
+        view["bound_s"] = int(figures.bound_s)
+        view["availability"] = figures.ratio
+        view["flaps"] = figures.flaps
+        if figures.outage_start is not None:
+            view["last_outage"] = {
+                "start": figures.outage_start,
+                "end": figures.outage_end,
+                "cause": figures.outage_cause,
+            }
+        view["trace"] = "on" if self.engine.trace.tracing(key) else "off"
         return view

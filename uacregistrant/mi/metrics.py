@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -40,6 +40,9 @@ TRANSPORT_COUNTERS: Mapping[str, tuple[str, str]] = {
     "incoming_requests": ("uac_registrant_sip_requests_received", "SIP requests received"),
 }
 
+# Buckets of the availability histogram (bound seconds / enabled seconds per record).
+AVAILABILITY_BOUNDS = (0.5, 0.9, 0.95, 0.99, 0.999)
+
 StateCounts = Callable[[], Mapping[str, int]]
 TransportStats = Callable[[], Mapping[str, int]]
 
@@ -50,10 +53,12 @@ class _ScrapeTimeCollector(Collector):
         state_counts: StateCounts | None,
         transport_stats: TransportStats | None,
         slots_reclaimed: Callable[[], int] | None,
+        engine: object | None = None,
     ):
         self._state_counts = state_counts
         self._transport_stats = transport_stats
         self._slots_reclaimed = slots_reclaimed
+        self._engine = engine
 
     def collect(self) -> Iterator[Metric]:
         records = GaugeMetricFamily(
@@ -71,6 +76,35 @@ class _ScrapeTimeCollector(Collector):
             "In-flight slots the watchdog took back from records with nothing in flight",
             value=self._slots_reclaimed() if self._slots_reclaimed is not None else 0,
         )
+        if self._engine is not None:
+            yield from _diagnostics(self._engine)
+
+
+def _diagnostics(engine) -> Iterator[Metric]:
+    """Per-record diagnostics in aggregate: no label names a record, whatever their number."""
+    availability, trace = engine.availability, engine.trace
+    # One pass over the records, at scrape time only.
+    summary = availability.distribution(engine, AVAILABILITY_BOUNDS)
+    buckets = [(str(bound), count) for bound, count in zip(AVAILABILITY_BOUNDS, summary.counts)]
+    buckets.append(("+Inf", summary.count))
+    yield GaugeHistogramMetricFamily(
+        "uac_registrant_availability",
+        "Records by availability (seconds bound / seconds enabled); records never enabled are left out",
+        buckets=buckets,
+        gsum_value=summary.total,
+    )
+    yield CounterMetricFamily(
+        "uac_registrant_flaps", "Times a record fell out of REGISTERED into a failed state", value=availability.flaps
+    )
+    yield GaugeMetricFamily(
+        "uac_registrant_records_in_outage", "Records whose last outage is going on", value=summary.in_outage
+    )
+    yield GaugeMetricFamily("uac_registrant_traced_records", "Records traced now (reg_trace)", value=trace.traced_count)
+    yield GaugeMetricFamily(
+        "uac_registrant_failed_exchanges_kept",
+        "Records keeping the exchange they failed on",
+        value=trace.failed_count,
+    )
 
 
 class MetricsObserver(EngineObserver):
@@ -110,9 +144,11 @@ class Metrics:
         state_counts: StateCounts | None = None,
         transport_stats: TransportStats | None = None,
         slots_reclaimed: Callable[[], int] | None = None,
+        engine: object | None = None,
     ) -> None:
+        """``engine``: the registrant Engine, for the diagnostics (availability, flaps, traces)."""
         self.registry = CollectorRegistry()
-        self.registry.register(_ScrapeTimeCollector(state_counts, transport_stats, slots_reclaimed))
+        self.registry.register(_ScrapeTimeCollector(state_counts, transport_stats, slots_reclaimed, engine))
 
         def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, documentation, labels, registry=self.registry)

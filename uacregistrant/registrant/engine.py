@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from ..sip.randomness import BufferedRandom
 from ..transport.interfaces import IRequestSender
 from ..transport.listen import Destination
+from .availability import Availability
 from .executor import Executor, WriteAheadDone
 from .keepalive import Keepalives
 from .machine import Event, Registrant
@@ -29,6 +30,7 @@ from .record import RecordConfig, RecordKey
 from .routing import Router
 from .scheduler import Scheduler
 from .states import IN_FLIGHT, State
+from .trace import Trace
 
 log = Logger()
 
@@ -129,7 +131,7 @@ class Engine:
         self.clock = clock
         self.timing = timing
         self._observers: dict[str, list[Callable]] = {name: [] for name in METHODS}
-        self.router = Router(clock, sender, resolver, self._on_destination)
+        self.router = Router(clock, sender, resolver, self._on_destination, self._on_exchange)
         # A seeded rng (tests) makes the tokens repeatable too.
         random_bytes = rng.randbytes if rng is not None else BufferedRandom()
         rng = rng or random.Random()
@@ -145,6 +147,7 @@ class Engine:
             on_sent=self._on_sent,
             on_replied=self._on_replied,
             visit_now=self._visit_now,
+            on_enabled=self._on_enabled,
         )
         self.active = active or (lambda registrant: True)
         self.scheduler = Scheduler(
@@ -161,6 +164,11 @@ class Engine:
         self._counts = {state: 0 for state in State}
         self.keepalives = keepalives
         self.subscribe(_TransitionLog())
+        # Per-record diagnostics: availability figures, exchange history (reg_trace).
+        self.availability = Availability(clock, self.active)
+        self.trace = Trace(clock)
+        self.subscribe(self.availability)
+        self.subscribe(self.trace)
         if keepalives is not None:
             self.subscribe(keepalives)
 
@@ -199,6 +207,7 @@ class Engine:
         registrant = self.scheduler.get(config.key)
         if registrant is None:
             registrant = Registrant(config, self.executor.token)
+            self.availability.loaded(registrant)
             self.scheduler.add(registrant)
             self._counts[registrant.state] += 1
         elif registrant.config != config:
@@ -344,6 +353,26 @@ class Engine:
                 observer(destination)
             except Exception:
                 _observer_failed(observer, None)
+
+    def _on_enabled(self, registrant: Registrant, enabled: bool) -> None:
+        for observer in self._observers["enabled"]:
+            try:
+                observer(registrant, enabled)
+            except Exception:
+                _observer_failed(observer, registrant.config.aor)
+
+    def _on_exchange(self, registrant: Registrant, request: object, destination: Destination, sent: Deferred) -> None:
+        # Nothing per request unless someone listens.
+        if self._observers["exchanged"]:
+            sent.addBoth(self._exchanged, registrant, request, destination, self.clock.seconds())
+
+    def _exchanged(self, result: object, registrant: Registrant, request: object, destination: Destination, at: float) -> object:
+        for observer in self._observers["exchanged"]:
+            try:
+                observer(registrant, request, destination, at, result)
+            except Exception:
+                _observer_failed(observer, registrant.config.aor)
+        return result
 
     def _on_rate_limited(self) -> None:
         for observer in self._observers["rate_limited"]:

@@ -70,6 +70,7 @@ class Executor:
         on_sent: Callable[[Registrant, str], None],
         on_replied: Callable[[Registrant, int], None],
         visit_now: Callable[[Registrant], None],
+        on_enabled: Callable[[Registrant, bool], None] = lambda registrant, enabled: None,
     ) -> None:
         self.clock = clock
         self.timing = timing
@@ -83,6 +84,7 @@ class Executor:
         self.on_sent = on_sent
         self.on_replied = on_replied
         self.visit_now = visit_now
+        self.on_enabled = on_enabled
         self._do: dict[Effect, Callable[[Registrant, Outcome | None, dict], None]] = {
             E.NEW_CYCLE: self._new_cycle,
             E.NEW_DIALOG: self._new_dialog,
@@ -259,9 +261,13 @@ class Executor:
         registrant.new_dialog = False
 
     def _set_enabled(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        if not registrant.enabled:
+            self.on_enabled(registrant, True)
         registrant.enabled = True
 
     def _set_disabled(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
+        if registrant.enabled:
+            self.on_enabled(registrant, False)
         registrant.enabled = False
         registrant.registration_timeout = 0.0
 

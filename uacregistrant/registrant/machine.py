@@ -306,6 +306,12 @@ class Registrant:
         "pending",
         "waiters",
         "events",
+        # Availability (registrant.availability): seconds enabled and bound up
+        # to ``counted_to``, and the last outage (start, end, cause, flaps).
+        "enabled_s",
+        "bound_s",
+        "counted_to",
+        "outage",
     )
 
     def __init__(self, config: RecordConfig, token: Callable[[int], str]) -> None:
@@ -347,6 +353,10 @@ class Registrant:
         self.pending: object | None = None
         self.waiters: list | None = None
         self.events = 0
+        self.enabled_s = 0.0
+        self.bound_s = 0.0
+        self.counted_to = 0.0
+        self.outage: tuple | None = None
 
     def due(self, now: float) -> bool:
         """Whether a visit at ``now`` would send something."""

@@ -30,8 +30,18 @@ class EngineObserver:
     def rate_limited(self) -> None:
         """The global REGISTER rate made the scheduler wait for a token."""
 
+    def enabled(self, registrant: Registrant, enabled: bool) -> None:
+        """The record's enabled flag is about to become ``enabled`` (reg_enable,
+        reg_disable, a reload, a shutdown); it still has the old value."""
 
-METHODS = ("transition", "sent", "replied", "destination", "rate_limited")
+    def exchanged(self, registrant: Registrant, request: object, destination: object, at: float, result: object) -> None:
+        """A request sent at ``at`` to ``destination`` (each failover target is one
+        exchange) ended: ``result`` is the final Response, or a Failure (a
+        TransactionTimeout, a TransportError, a CancelledError).  ``request`` is
+        the record's Request, without the Via the transaction layer adds."""
+
+
+METHODS = ("transition", "sent", "replied", "destination", "rate_limited", "enabled", "exchanged")
 
 
 def overridden(observer: object, name: str) -> bool:

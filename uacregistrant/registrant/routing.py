@@ -29,12 +29,15 @@ class Router:
         sender: IRequestSender,
         resolver,
         on_destination: Callable[[Destination], None],
+        on_exchange: Callable[[Registrant, Request, Destination, Deferred], None] | None = None,
     ) -> None:
         self.clock = clock
         self.sender = sender
         # Anything with resolve(uri_text) -> Deferred[Targets], e.g. transport.dns.SIPResolver.
         self.resolver = resolver
         self.on_destination = on_destination
+        # Told of each attempt with its pending result, before anyone else waits on it.
+        self.on_exchange = on_exchange
 
     def send(self, registrant: Registrant, request: Request) -> Deferred:
         """Send to the record's next hop, failing over on a timeout, a transport error or a 503."""
@@ -63,6 +66,8 @@ class Router:
         registrant.destination = destination
         self.on_destination(destination)
         sent = self.sender.send_request(request, destination, local_socket(registrant.config.forced_socket))
+        if self.on_exchange is not None:
+            self.on_exchange(registrant, request, destination, sent)
         following = targets.after(destination) if len(targets.destinations) > 1 else None
         if following is None:
             return sent

@@ -303,10 +303,12 @@ class TransactionLayer:
                     self.stats.timeouts += 1
                     method, destination = pending.transaction.method, pending.destination
                     timeout = TransactionTimeout(f"{method} to {destination}: no final response (Timer F)")
+                    timeout.via = _top_via(pending.data)  # for a record's trace (reg_trace)
                     settle = partial(pending.result.errback, timeout)
                 case TransportFailed():
                     self.stats.transport_errors += 1
                     failed = TransportError(pending.failure_reason or f"transport to {pending.destination} failed")
+                    failed.via = _top_via(pending.data)
                     settle = partial(pending.result.errback, failed)
                 case Terminated():
                     self._forget(pending)
@@ -430,6 +432,14 @@ class TransactionLayer:
             self.log.info(
                 "cannot answer {method} from {host}: {error}", method=request.method, host=source[0], error=str(error)
             )
+
+
+def _top_via(data: bytes) -> str | None:
+    """The Via the request went out with (its second line), on the rare failure paths only."""
+    lines = data.split(b"\r\n", 2)
+    if len(lines) < 2 or not lines[1][:4].lower() == b"via:":
+        return None
+    return lines[1][4:].strip().decode("utf-8", "replace")
 
 
 def _consume_cancelled(failure: Failure) -> None:
