@@ -135,7 +135,7 @@ def start_lab(
     commands: Iterable[Command] = (),
 ) -> Lab:
     """``listing`` makes the reg_list view (status page's and MI's alike);
-    ``commands`` are added to the MI table (a stand-in for one it lacks)."""
+    ``commands`` are added to the MI table (a stand-in replaces the real one)."""
     engine, sender, clock = make_engine(timer_interval=TIMER_INTERVAL, hash_size=2)
     records = lab_records(bulk)
     store = MemoryStore(records)
@@ -149,7 +149,7 @@ def start_lab(
     shared = listing(engine) if listing is not None else Listing(engine)
     table = RegistrantCommands(engine, store, validate, listing=shared).table()
     for command in commands:
-        table.add(command)
+        table.replace(command)
     status = StatusResource(engine, token=token, listing=shared)
     site = make_site(
         build_root(

@@ -135,6 +135,12 @@ class CommandTable:
         for name in (command.name, *command.aliases):
             self._by_name[name] = command
 
+    def replace(self, command: Command) -> None:
+        """Add ``command``, in place of any command of the same names (a test's stand-in)."""
+        for name in (command.name, *command.aliases):
+            self._by_name.pop(name, None)
+        self.add(command)
+
     def names(self) -> list[str]:
         return list(self._by_name)
 

@@ -19,6 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, su
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from .availability import Figures, figures, restore
 from .engine import Engine
 from .executor import WriteAheadDone
 from .machine import Registrant
@@ -49,6 +50,8 @@ def min_expires(registrant: Registrant) -> int | None:
 
 
 def snapshot(registrant: Registrant, now: float) -> RuntimeState:
+    # Only records this node registers are written: their running span counts.
+    counted = figures(registrant, now)
     return RuntimeState(
         key=registrant.key,
         call_id=registrant.call_id,
@@ -61,6 +64,12 @@ def snapshot(registrant: Registrant, now: float) -> RuntimeState:
         last_code=registrant.last_code,
         last_reason=registrant.last_reason,
         min_expires=min_expires(registrant),
+        enabled_s=counted.enabled_s,
+        bound_s=counted.bound_s,
+        flaps=counted.flaps,
+        outage_start=counted.outage_start,
+        outage_end=counted.outage_end,
+        outage_cause=counted.outage_cause,
     )
 
 
@@ -228,6 +237,10 @@ def resume(
         state = saved.get(registrant.key)
         if state is None or not select(registrant):
             continue
+        # The availability figures go on from the saved ones (this node's own, or
+        # the previous owner's for a tag taken over).
+        restore(registrant, Figures(state.enabled_s, state.bound_s, state.flaps, state.outage_start,
+                                    state.outage_end, state.outage_cause), now)
         if state.min_expires is not None and state.min_expires > registrant.wanted_expires:
             registrant.wanted_expires = min(state.min_expires, MAX_MIN_EXPIRES)
         if not registrant.enabled:
