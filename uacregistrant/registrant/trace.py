@@ -300,18 +300,20 @@ class Trace(EngineObserver):
     # -- what the engine tells ------------------------------------------------------
 
     def exchanged(self, registrant: Registrant, request: object, destination: object, at: float, result: object) -> None:
-        if isinstance(result, Failure):
-            if result.check(CancelledError):
+        # On every exchange of every record: as little as can be.
+        if self._traced:
+            history = self._traced.get(registrant.key)
+            if history is not None and history.until > at:
+                if isinstance(result, Failure):
+                    if result.check(CancelledError):
+                        return
+                    result = result.value
+                exchange = render(request, destination, at, result)
+                history.exchanges.append(exchange)
+                self._last = (registrant, registrant.events, exchange)
                 return
-            result = result.value
-        history = self._traced.get(registrant.key)
-        if history is not None and history.until > at:
-            exchange = render(request, destination, at, result)
-            history.exchanges.append(exchange)
-            self._last = (registrant, registrant.events, exchange)
-        else:
-            # Rendered only if the record fails on it: nothing per exchange otherwise.
-            self._last = (registrant, registrant.events, (request, destination, at, result))
+        # Rendered only if the record fails on it: nothing per exchange otherwise.
+        self._last = (registrant, registrant.events, (request, destination, at, result))
 
     def transition(self, registrant: Registrant, old: State, new: State) -> None:
         if new in FAILED:
@@ -321,7 +323,12 @@ class Trace(EngineObserver):
                 self._last = None
                 exchange = last[2]
                 if not isinstance(exchange, Exchange):
-                    exchange = render(*exchange)
+                    request, destination, at, result = exchange
+                    if isinstance(result, Failure):
+                        if result.check(CancelledError):
+                            return
+                        result = result.value
+                    exchange = render(request, destination, at, result)
                 self._failed[registrant.key] = exchange
         elif new is State.REGISTERED_STATE and self._failed:
             self._failed.pop(registrant.key, None)
