@@ -131,12 +131,15 @@ def main() -> None:
     total = sum(stat.size for stat in steady.statistics("filename"))
     slots = len(SLOTS) * 8
     print(f"N={n}: {registered} registered, then refreshed for an hour")
-    floats = len({id(getattr(r, name)) for r in engine for name in ("enabled_s", "bound_s", "counted_to")})
+    slots_of = getattr(Registrant, "__slots__", None)
+    # Distinct float objects held (a compiled build keeps them unboxed: none).
+    floats = len({id(getattr(r, name)) for r in engine for name in ("enabled_s", "bound_s", "counted_to")}) if slots_of else 0
     print(f"  untraced record, availability figures: {slots} B of slots + {floats * 24 / n:.0f} B of floats"
           f" ({figures / n:.0f} B of them allocated in availability.py)")
     print(f"  untraced record, exchange history:     {history / n:.1f} B")
     print(f"  everything tracemalloc sees:            {total / n / 1024:.2f} KiB per record")
-    print(f"  Registrant object:                      {sys.getsizeof(next(iter(engine)))} B ({len(Registrant.__slots__)} slots)")
+    shape = f"{len(slots_of)} slots" if slots_of else "compiled: floats unboxed in the object"
+    print(f"  Registrant object:                      {sys.getsizeof(next(iter(engine)))} B ({shape})")
 
     for registrant in engine:
         engine.force_register(registrant.key)
@@ -148,7 +151,7 @@ def main() -> None:
     figures = by_file(failed, "registrant/availability.py")
     print(f"after a 503 to every refresh: {failing} failing, {engine.trace.failed_count} failed exchanges kept")
     print(f"  failing record, its failed exchange:   {history / n:.0f} B")
-    floats = len({id(getattr(r, name)) for r in engine for name in ("enabled_s", "bound_s", "counted_to")})
+    floats = len({id(getattr(r, name)) for r in engine for name in ("enabled_s", "bound_s", "counted_to")}) if slots_of else 0
     print(f"  failing record, availability figures:  {slots} B of slots + {floats * 24 / n:.0f} B of floats"
           f" + {figures / n:.0f} B allocated in availability.py (floats, outage tuple)")
 

@@ -26,7 +26,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from tests.e2e.service import make_table
 from tests.hostile.registrar import ScriptedRegistrar
 from tests.peers import free_port
-from uacregistrant.config import Config, DbUrl
+from uacregistrant.config import Config, DbUrl, parse_endpoint
 from uacregistrant.service import RegistrantService
 from uacregistrant.sip.message import Request, response_for
 from uacregistrant.sip.transaction import Timers
@@ -97,7 +97,7 @@ class Lab:
             timer_interval=2,
             failure_retry_interval=1,
             retry_backoff_cap=1,
-            mi_listen="tcp:0:interface=127.0.0.1",
+            mi_listen=parse_endpoint("tcp:0:interface=127.0.0.1"),
             shutdown_timeout=2.0,
         )
         self.service = RegistrantService(config, reactor, sender=self.sip)
