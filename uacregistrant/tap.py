@@ -15,6 +15,7 @@ from twisted.python import usage
 from . import __version__
 from .config import REPEATABLE, Config, ConfigError, default_text, load_config
 from .configfile import render
+from .heap import pace_collector
 from .logs import use_level
 from .service import RegistrantService
 from .systemd import Notifier
@@ -100,6 +101,8 @@ def makeService(options: Options) -> MultiService:
         else:
             reactor.callWhenRunning(reactor.stop)
 
+    # The process is ours (an embedder sets its own pace).
+    pace_collector()
     root = MultiService()
     registrant = RegistrantService(options.config, reactor, on_fatal=fatal)
     registrant.setServiceParent(root)
