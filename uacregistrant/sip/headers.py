@@ -126,8 +126,10 @@ _PARAM = re.compile(
     re.S,
 )
 # The usual shape (no LWS, no quoted-pair) in one regex pass, the general case after.
-_SIMPLE_PARAM_TEXT = r"""[A-Za-z0-9\-.!%*_+`'~]+(?:=(?:"[^"\\]*"|[^\s;,"<>=]+))?"""
-_SIMPLE_PARAMS = re.compile(rf"(?:;{_SIMPLE_PARAM_TEXT})*")
+# Possessive: no part of it can give back a character that the next part would
+# take, so the matcher never backtracks (a third of its time on a Contact).
+_SIMPLE_PARAM_TEXT = r"""[A-Za-z0-9\-.!%*_+`'~]++(?:=(?:"[^"\\]*+"|[^\s;,"<>=]++))?"""
+_SIMPLE_PARAMS = re.compile(rf"(?:;{_SIMPLE_PARAM_TEXT})*+")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 
 
@@ -176,8 +178,8 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
 
 # The common shapes take one regex; anything else goes the long way.
 _FAST_NAME_ADDR = re.compile(
-    r'(?:"([^"\\]*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~ \t]*?)[ \t]*)?<([A-Za-z][A-Za-z0-9+\-.]*:[^<>\s"]*)>'
-    rf"((?:;{_SIMPLE_PARAM_TEXT})*)"
+    r'(?:"([^"\\]*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~ \t]*?)[ \t]*)?<([A-Za-z][A-Za-z0-9+\-.]*+:[^<>\s"]*+)>'
+    rf"((?:;{_SIMPLE_PARAM_TEXT})*+)"
 )
 
 

@@ -46,10 +46,14 @@ _VIA = re.compile(
     re.S,
 )
 # The usual Via shape (no LWS, no IPv6, no quoted parameter values) in one pass.
+# Possessive throughout, so that it never backtracks: a label is alphanumeric runs
+# joined by hyphen runs (the same language as the grammar's "alphanum, then
+# alphanums and hyphens ending in an alphanum"), labels joined by dots.
+_LABEL = r"[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+"
 _SIMPLE_VIA = re.compile(
-    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) "
-    r"((?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?)"
-    r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^\s;,\"<>=]+)?)*)"
+    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]++) "
+    rf"({_LABEL}(?:\.{_LABEL})*+\.?)"
+    r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[^\s;,\"<>=]++)?)*+)"
 )
 _CSEQ = re.compile(r"[ \t]*([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*")
 _RETRY_AFTER = re.compile(r"[ \t]*([0-9]+)[ \t]*(?:$|[(;])")
@@ -172,24 +176,40 @@ class Message:
     __slots__ = ()
     headers: list[tuple[str, str]]
     body: bytes
+    names: list[str] | None
+
+    def _names(self) -> list[str]:
+        """The canonical name of each header line, in order.
+
+        parse_message fills them in; a message built by hand works them out each time.
+        """
+        names = self.names
+        if names is None:
+            return [canonical_name(key) for key, _ in self.headers]
+        return names
 
     def header(self, name: str) -> str | None:
         """The whole value of the first header line with this name."""
-        known = _CANONICAL.get
-        wanted = known(name) or canonical_name(name)
-        for key, value in self.headers:
-            if (known(key) or canonical_name(key)) == wanted:
-                return value
-        return None
+        wanted = _CANONICAL.get(name) or canonical_name(name)
+        names = self._names()
+        # list.index runs in C and compares the interned names by identity first.
+        if wanted not in names:
+            return None
+        return self.headers[names.index(wanted)][1]
 
     def header_values(self, name: str) -> list[str]:
         """Every value of every header line with this name, comma lists split."""
-        known = _CANONICAL.get
-        wanted = known(name) or canonical_name(name)
+        wanted = _CANONICAL.get(name) or canonical_name(name)
+        names = self._names()
+        if wanted not in names:
+            return []
+        headers = self.headers
         values = []
-        for key, value in self.headers:
-            if (known(key) or canonical_name(key)) == wanted:
-                values.append(value)
+        index = 0
+        for key in names:
+            if key == wanted:
+                values.append(headers[index][1])
+            index += 1
         if wanted in COMMA_FREE:
             return values
         if len(values) == 1:
@@ -291,6 +311,8 @@ class Request(Message):
     uri: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    # Filled in by parse_message; headers are not changed after.
+    names: list[str] | None = field(default=None, repr=False, compare=False)
 
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
@@ -302,6 +324,8 @@ class Response(Message):
     reason: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    # Filled in by parse_message; headers are not changed after.
+    names: list[str] | None = field(default=None, repr=False, compare=False)
 
     def _start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
@@ -378,7 +402,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         lines = _FOLD.sub(" ", head).split("\r\n")
         parsed = _header_lines(lines)
         assert parsed is not None  # no line starts with LWS once unfolded
-    headers, content_length = parsed
+    headers, names, content_length = parsed
     start_line = lines[0]
     body = data[end + 4 :]
     if content_length is None:
@@ -391,34 +415,38 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             raise ParseError("bytes after the body")
         body = body[:content_length]
     if start_line.startswith("SIP/"):
-        return _response(start_line, headers, body)
-    return _request(start_line, headers, body)
+        return _response(start_line, headers, names, body)
+    return _request(start_line, headers, names, body)
 
 
-def _header_lines(lines: list[str]) -> tuple[list[tuple[str, str]], int | None] | None:
-    """Headers and Content-Length from the lines after the start line; None if folded."""
+def _header_lines(lines: list[str]) -> tuple[list[tuple[str, str]], list[str], int | None] | None:
+    """Headers, their canonical names and Content-Length from the lines after the start line; None if folded."""
     headers: list[tuple[str, str]] = []
-    append = headers.append
-    known = _CANONICAL.get
+    names: list[str] = []
     content_length = None
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        canonical = known(name)
-        if canonical is None or not colon:
-            if name[:1] in _WSP:
+    # Direct calls, no bound-method aliases: compiled, list.append and dict.get
+    # become C calls, which an alias would turn back into Python calls.
+    for index in range(1, len(lines)):
+        line = lines[index]
+        colon = line.find(":")
+        name = line[:colon] if colon >= 0 else line
+        canonical = _CANONICAL.get(name)
+        if canonical is None or colon < 0:
+            if line[:1] in _WSP:
                 return None
-            if not colon:
+            if colon < 0:
                 raise ParseError("header line without a colon")
             name = name.rstrip(" \t")
             canonical = canonical_name(name)
-        value = value.strip(" \t")
-        append((name, value))
+        value = line[colon + 1 :].strip(" \t")
+        headers.append((name, value))
+        names.append(canonical)
         if canonical == "content-length":
             length = _content_length(value)
             if content_length is not None and length != content_length:
                 raise ParseError("conflicting Content-Length values")
             content_length = length
-    return headers, content_length
+    return headers, names, content_length
 
 
 def _content_length(value: str) -> int:
@@ -430,7 +458,7 @@ def _content_length(value: str) -> int:
     return int(value)
 
 
-def _response(start_line: str, headers: list[tuple[str, str]], body: bytes) -> Response:
+def _response(start_line: str, headers: list[tuple[str, str]], names: list[str], body: bytes) -> Response:
     parts = start_line.split(" ", 2)
     if len(parts) < 2 or parts[0] != "SIP/2.0":
         raise ParseError("unsupported SIP version")
@@ -438,10 +466,10 @@ def _response(start_line: str, headers: list[tuple[str, str]], body: bytes) -> R
     if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
         raise ParseError("bad status code")
     # No CR or LF can be left in the reason: parse_message rejected bare ones.
-    return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body)
+    return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body, names)
 
 
-def _request(start_line: str, headers: list[tuple[str, str]], body: bytes) -> Request:
+def _request(start_line: str, headers: list[tuple[str, str]], names: list[str], body: bytes) -> Request:
     parts = start_line.split(" ")
     if len(parts) != 3:
         raise ParseError("malformed request line")
@@ -456,4 +484,4 @@ def _request(start_line: str, headers: list[tuple[str, str]], body: bytes) -> Re
         # Headers are not allowed in a Request-URI (RFC 3261 §19.1.1, table 1).
         if parse_uri(uri).headers:
             raise ParseError("headers in the Request-URI")
-    return Request(method, uri, headers, body)
+    return Request(method, uri, headers, body, names)
