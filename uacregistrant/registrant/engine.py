@@ -206,7 +206,7 @@ class Engine:
     def upsert(self, config: RecordConfig) -> Registrant:
         registrant = self.scheduler.get(config.key)
         if registrant is None:
-            registrant = Registrant(config, self.executor.token)
+            registrant = Registrant(config)
             self.availability.loaded(registrant)
             self.scheduler.add(registrant)
             self._counts[registrant.state] += 1

@@ -240,7 +240,7 @@ class Executor:
         registrant.got_423 = registrant.removed_all = False
 
     def _new_dialog(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
-        registrant.renew_dialog(self.token)
+        registrant.renew_dialog(self.random_bytes)
         registrant.ready = False
 
     def _mark_new_dialog(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
@@ -257,7 +257,8 @@ class Executor:
         registrant.bound = False
 
     def _adopt_dialog(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
-        registrant.call_id, registrant.from_tag, registrant.cseq = data["call_id"], data["from_tag"], data["cseq"]
+        registrant.set_dialog(data["call_id"], data["from_tag"])
+        registrant.cseq = data["cseq"]
         registrant.new_dialog = False
 
     def _set_enabled(self, registrant: Registrant, outcome: Outcome | None, data: dict) -> None:
@@ -336,9 +337,6 @@ class Executor:
         )
         self._transmit(registrant, (digest.authorization_header_name(response.status), value))
 
-    def token(self, nbytes: int) -> str:
-        return self.random_bytes(nbytes).hex()
-
     def _accept(self, registrant: Registrant, outcome: Outcome, response: Response) -> None:
         registrant.bound = True
         granted = outcome.expires
@@ -356,7 +354,8 @@ class Executor:
         )
 
     def _adopt(self, registrant: Registrant, *, call_id: str, from_tag: str, cseq: int, expires: int, granted_at: float) -> None:
-        registrant.call_id, registrant.from_tag, registrant.cseq = call_id, from_tag, cseq
+        registrant.set_dialog(call_id, from_tag)
+        registrant.cseq = cseq
         registrant.expires = expires
         registrant.granted_at = granted_at
         registrant.bound = True

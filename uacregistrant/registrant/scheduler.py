@@ -94,8 +94,9 @@ class Scheduler:
         self.visit = visit
         self.reclaim = reclaim
         self._next_bucket = 0
+        # Each record at most once: its ``queued`` flag says whether it is in
+        # (a set of keys would keep its peak size, a bucket's worth, for good).
         self._queue: deque[Registrant] = deque()
-        self._queued: set[RecordKey] = set()
         self._pump_call: IDelayedCall | None = None
         self._pumping = False
         self._loop = LoopingCall(self._tick)
@@ -119,8 +120,8 @@ class Scheduler:
 
     def remove(self, key: RecordKey) -> Registrant | None:
         registrant = self.buckets[bucket_of(key.aor, len(self.buckets))].pop(key, None)
-        if registrant is not None and key in self._queued:
-            self._queued.discard(key)
+        if registrant is not None and registrant.queued:
+            registrant.queued = False
             self._queue.remove(registrant)
         return registrant
 
@@ -137,8 +138,9 @@ class Scheduler:
         if self._pump_call is not None and self._pump_call.active():
             self._pump_call.cancel()
         self._pump_call = None
+        for registrant in self._queue:
+            registrant.queued = False
         self._queue.clear()
-        self._queued.clear()
 
     def _tick(self) -> None:
         bucket = self.buckets[self._next_bucket]
@@ -163,9 +165,8 @@ class Scheduler:
         self._kick()
 
     def enqueue(self, registrant: Registrant) -> None:
-        key = registrant.key
-        if key not in self._queued:
-            self._queued.add(key)
+        if not registrant.queued:
+            registrant.queued = True
             self._queue.append(registrant)
 
     def note_transition(self, old: State, new: State) -> None:
@@ -203,7 +204,7 @@ class Scheduler:
                 self._pump_call = self.clock.callLater(self.limiter.wait(), self._resume)
                 return
             registrant = queue.popleft()
-            self._queued.discard(registrant.key)
+            registrant.queued = False
             # Still due? An operator or a reply may have acted meanwhile.
             now = self.clock.seconds()
             if registrant.due(now) and self.active(registrant):

@@ -188,6 +188,21 @@ def _check_cluster_shtag(text: str) -> None:
 _SHARED_EXPIRIES: dict[int, int] = {}
 
 
+@functools.lru_cache(maxsize=1024)
+def _shared(text: str) -> str:
+    """The first of equal texts still remembered: rows that repeat a value
+    (one password for a trunk's many lines, one realm user) share one string.
+
+    Not ``sys.intern``: credentials stay out of the interpreter's own table,
+    and a value no row uses any more is forgotten after 1,024 others.
+    """
+    return text
+
+
+def _optional_shared(text: str | None) -> str | None:
+    return None if text is None else _shared(text)
+
+
 def _expiry(value: object, *, timer_interval: int, default_expires: int) -> int:
     if value is None:
         return default_expires
@@ -249,8 +264,8 @@ def record_from_row(
         id=row_id if isinstance(row_id, int) else None,
         proxy=proxy,
         third_party_registrant=third_party,
-        username=_text(row, "username"),
-        password=_text(row, "password"),
+        username=_optional_shared(_text(row, "username")),
+        password=_optional_shared(_text(row, "password")),
         binding_params=binding_params,
         forced_socket=forced_socket,
         cluster_shtag=cluster_shtag,
