@@ -116,13 +116,47 @@ def test_udp_retransmits_at_exact_times_then_times_out_at_32s() -> None:
     assert h.layer.stats.timeouts == 1
 
 
-def test_one_delayed_call_per_transaction() -> None:
+def test_first_timer_e_of_every_transaction_shares_one_delayed_call() -> None:
     h = Harness()
     for cseq in range(5):
         h.layer.send_request(register(cseq), REGISTRAR)
+    assert len(h.reactor.getDelayedCalls()) == 1
+    h.reactor.advance(0.5)
+    # Retransmitted once: from then on each has its own timer.
+    assert h.layer.stats.retransmissions == 5
     assert len(h.reactor.getDelayedCalls()) == 5
-    h.reactor.advance(2.0)
-    assert len(h.reactor.getDelayedCalls()) == 5
+    h.reactor.advance(1.0)
+    assert h.layer.stats.retransmissions == 10
+
+
+def test_each_first_retransmission_is_t1_after_its_own_start() -> None:
+    h = Harness()
+    outcomes = []
+    for cseq in range(3):
+        outcomes.append(results(h.layer.send_request(register(cseq), REGISTRAR)))
+        h.reactor.advance(0.1)
+    # The middle one is answered before its Timer E; the others go on.
+    middle = [data for _, data, _ in h.port.sent][1]
+    h.answer(200, parse_message(middle), "OK")
+    assert [r.status for r in outcomes[1]] == [200]
+    h.reactor.advance(0.2)  # 0.5
+    h.reactor.advance(0.2)  # 0.7
+    h.reactor.advance(0.2)  # 0.9
+    assert h.sent_times() == [0.0, 0.1, 0.2, 0.5, 0.7]
+    [first, last] = (outcome for i, outcome in enumerate(outcomes) if i != 1)
+    assert first == last == []
+
+
+def test_nothing_stays_on_the_clock_once_every_transaction_is_answered() -> None:
+    h = Harness()
+    sent = [h.layer.send_request(register(cseq), REGISTRAR) for cseq in range(3)]
+    requests = [parse_message(data) for _, data, _ in h.port.sent]
+    for request in requests:
+        h.answer(200, request, "OK")
+    assert all(results(d)[0].status == 200 for d in sent)
+    assert [call.func.__name__ for call in h.reactor.getDelayedCalls()] == ["_purge"]
+    h.run_until_idle()
+    assert h.sent_times() == [0.0, 0.0, 0.0]
 
 
 def test_final_response_fires_the_deferred_and_timer_k_cleans_up() -> None:

@@ -73,6 +73,8 @@ class _Pending:
     send: Callable[[bytes], None] | None = None
     connection: SIPStreamProtocol | None = None
     timer: IDelayedCall | None = None
+    # The first Timer E while it waits in the layer's FIFO (UDP), else None.
+    first_due: float | None = None
     failure_reason: str = ""
 
 
@@ -108,6 +110,12 @@ class TransactionLayer:
         self._completed: deque[tuple[float, tuple[str, str]]] = deque()
         self._absorbing: dict[tuple[str, str], float] = {}
         self._purge_call: IDelayedCall | None = None
+        # Every UDP transaction's first Timer E, T1 after its start, so in
+        # order: one FIFO behind one reactor timer instead of a callLater and
+        # a cancel per transaction (most are answered well within T1).
+        self._first_e: deque[_Pending] = deque()
+        self._first_e_waiting = 0
+        self._first_e_call: IDelayedCall | None = None
         self._udp_senders: dict[SocketSpec, SIPDatagramProtocol] = {}
         # Called with the Destination of every outgoing TCP/TLS connection that
         # closes: a registration over it has lost its flow (RFC 5626 §4.4).
@@ -142,6 +150,7 @@ class TransactionLayer:
             self._abandon(pending)
         self._completed.clear()
         self._absorbing.clear()
+        self._drop_first_e()
         if self._purge_call is not None:
             self._purge_call.cancel()
             self._purge_call = None
@@ -201,7 +210,10 @@ class TransactionLayer:
         )
         self._pending[transaction.key] = pending
         self.stats.requests_sent += 1
-        self._reschedule(pending)
+        if destination.reliable:
+            self._reschedule(pending)
+        else:
+            self._queue_first_e(pending)
         if spec.transport == "udp":
             protocol = self._udp_senders[spec]
             pending.send = lambda data: protocol.send(data, destination.host, destination.port)
@@ -247,12 +259,51 @@ class TransactionLayer:
         if completed:
             self._purge_call = self._clock.callLater(completed[0][0] - now, self._purge)
 
+    def _queue_first_e(self, pending: _Pending) -> None:
+        pending.first_due = deadline = pending.transaction.deadline
+        self._first_e.append(pending)
+        self._first_e_waiting += 1
+        if self._first_e_call is None:
+            self._first_e_call = self._clock.callLater(max(0.0, deadline - self._clock.seconds()), self._fire_first_e)
+
+    def _fire_first_e(self) -> None:
+        self._first_e_call = None
+        now = self._clock.seconds()
+        queue = self._first_e
+        while queue and (queue[0].first_due is None or queue[0].first_due <= now):
+            pending = queue.popleft()
+            if pending.first_due is not None:  # else answered or dropped meanwhile
+                self._unqueue_first_e(pending)
+                self._on_timer(pending)
+        if queue and self._first_e_call is None:
+            self._first_e_call = self._clock.callLater(max(0.0, queue[0].first_due - now), self._fire_first_e)
+
+    def _unqueue_first_e(self, pending: _Pending) -> None:
+        pending.first_due = None
+        self._first_e_waiting -= 1
+        if self._first_e_waiting == 0:
+            # Nothing of the layer stays on the clock once no transaction waits.
+            self._drop_first_e()
+
+    def _drop_first_e(self) -> None:
+        for pending in self._first_e:
+            pending.first_due = None
+        self._first_e.clear()
+        self._first_e_waiting = 0
+        if self._first_e_call is not None:
+            self._first_e_call.cancel()
+            self._first_e_call = None
+
     def _on_timer(self, pending: _Pending) -> None:
         pending.timer = None
         self._apply(pending, pending.transaction.on_timer(self._clock.seconds()))
 
     def _reschedule(self, pending: _Pending) -> None:
         deadline = pending.transaction.deadline
+        if pending.first_due is not None:
+            if deadline == pending.first_due:
+                return  # still waiting in the FIFO for its first Timer E
+            self._unqueue_first_e(pending)
         timer = pending.timer
         if (
             deadline is not None
@@ -320,6 +371,8 @@ class TransactionLayer:
     def _forget(self, pending: _Pending) -> None:
         if self._pending.get(pending.transaction.key) is pending:
             del self._pending[pending.transaction.key]
+        if pending.first_due is not None:
+            self._unqueue_first_e(pending)
         if pending.timer is not None:
             pending.timer.cancel()
             pending.timer = None
