@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Final, final
 
 from uacregistrant.sip.errors import ParseError
@@ -222,22 +221,68 @@ def parse_contact(value: str) -> Contact:
 
 
 class Message:
-    """Accessors shared by requests and responses; names are matched case-insensitively."""
+    """Accessors shared by requests and responses; names are matched case-insensitively.
 
-    __slots__ = ()
-    headers: list[tuple[str, str]]
-    body: bytes
-    names: list[str] | None
+    A parsed message keeps its header lines as received and the canonical name of
+    each (checked while parsing); a value is cut out of its line and stripped when
+    it is read, and ``headers`` is built on first use.  A message built by hand
+    has its ``headers`` list.  Headers are not changed after construction.
+    """
+
+    __slots__ = ("_headers", "_lines", "names", "body")
+
+    def __init__(
+        self,
+        headers: list[tuple[str, str]] | None,
+        body: bytes,
+        lines: list[str] | None = None,
+        names: list[str] | None = None,
+    ) -> None:
+        self._headers: list[tuple[str, str]] | None = headers if headers is not None or lines is not None else []
+        # The start line, then one header line each (line folding undone).
+        self._lines: Final = lines
+        self.names: list[str] | None = names
+        self.body = body
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        headers = self._headers
+        if headers is None:
+            headers = []
+            lines = self._lines
+            assert lines is not None  # a message without a list of headers is a parsed one
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers.append((name.rstrip(" \t"), value.strip(" \t")))
+            self._headers = headers
+        return headers
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Message)
+            and type(other) is type(self)
+            and self._start_line() == other._start_line()
+            and self.headers == other.headers
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value and mutable, as a dataclass
 
     def _names(self) -> list[str]:
-        """The canonical name of each header line, in order.
-
-        parse_message fills them in; a message built by hand works them out each time.
-        """
+        """The canonical name of each header line, in order."""
         names = self.names
         if names is None:
-            return [canonical_name(key) for key, _ in self.headers]
+            names = self.names = [canonical_name(key) for key, _ in self.headers]
         return names
+
+    def _value(self, index: int) -> str:
+        """The value of the header line at ``index``."""
+        headers = self._headers
+        if headers is not None:
+            return headers[index][1]
+        lines = self._lines
+        assert lines is not None
+        return lines[index + 1].partition(":")[2].strip(" \t")
 
     def header(self, name: str) -> str | None:
         """The whole value of the first header line with this name."""
@@ -246,7 +291,7 @@ class Message:
         # list.index runs in C and compares the interned names by identity first.
         if wanted not in names:
             return None
-        return self.headers[names.index(wanted)][1]
+        return self._value(names.index(wanted))
 
     def header_values(self, name: str) -> list[str]:
         """Every value of every header line with this name, comma lists split."""
@@ -254,12 +299,11 @@ class Message:
         names = self._names()
         if wanted not in names:
             return []
-        headers = self.headers
         values = []
         index = 0
         for key in names:
             if key == wanted:
-                values.append(headers[index][1])
+                values.append(self._value(index))
             index += 1
         if wanted in COMMA_FREE:
             return values
@@ -363,27 +407,51 @@ class Message:
         return _serialise(self._start_line(), self.headers, self.body)
 
 
-@dataclass(slots=True)
+@final
 class Request(Message):
-    method: str
-    uri: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    # Filled in by parse_message; headers are not changed after.
-    names: list[str] | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        *,
+        lines: list[str] | None = None,
+        names: list[str] | None = None,
+    ) -> None:
+        super().__init__(headers, body, lines, names)
+        self.method = method
+        self.uri = uri
+
+    def __repr__(self) -> str:
+        return f"Request(method={self.method!r}, uri={self.uri!r}, headers={self.headers!r}, body={self.body!r})"
 
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
 
 
-@dataclass(slots=True)
+@final
 class Response(Message):
-    status: int
-    reason: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    # Filled in by parse_message; headers are not changed after.
-    names: list[str] | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("status", "reason")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        *,
+        lines: list[str] | None = None,
+        names: list[str] | None = None,
+    ) -> None:
+        super().__init__(headers, body, lines, names)
+        self.status = status
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status!r}, reason={self.reason!r}, headers={self.headers!r}, body={self.body!r})"
 
     def _start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
@@ -460,7 +528,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         lines = _FOLD.sub(" ", head).split("\r\n")
         parsed = _header_lines(lines)
         assert parsed is not None  # no line starts with LWS once unfolded
-    headers, names, content_length = parsed
+    names, content_length = parsed
     start_line = lines[0]
     body = data[end + 4 :]
     if content_length is None:
@@ -473,36 +541,37 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             raise ParseError("bytes after the body")
         body = body[:content_length]
     if start_line.startswith("SIP/"):
-        return _response(start_line, headers, names, body)
-    return _request(start_line, headers, names, body)
+        return _response(start_line, lines, names, body)
+    return _request(start_line, lines, names, body)
 
 
-def _header_lines(lines: list[str]) -> tuple[list[tuple[str, str]], list[str], int | None] | None:
-    """Headers, their canonical names and Content-Length from the lines after the start line; None if folded."""
-    headers: list[tuple[str, str]] = []
+def _header_lines(lines: list[str]) -> tuple[list[str], int | None] | None:
+    """The canonical names of the lines after the start line, and Content-Length; None if folded.
+
+    Every line is checked here (a colon, a token before it); values are cut out
+    when read.
+    """
     names: list[str] = []
     content_length = None
     # Direct calls, no bound-method aliases: compiled, list.append and dict.get
     # become C calls, which an alias would turn back into Python calls.
     for line in lines[1:]:
-        name, colon, value = line.partition(":")
+        colon = line.find(":")
+        name = line[:colon] if colon >= 0 else line
         canonical = _CANONICAL.get(name)
-        if canonical is None or not colon:
+        if canonical is None or colon < 0:
             if name[:1] in _WSP:
                 return None
-            if not colon:
+            if colon < 0:
                 raise ParseError("header line without a colon")
-            name = name.rstrip(" \t")
-            canonical = canonical_name(name)
-        value = value.strip(" \t")
-        headers.append((name, value))
+            canonical = canonical_name(name.rstrip(" \t"))
         names.append(canonical)
         if canonical == "content-length":
-            length = _content_length(value)
+            length = _content_length(line[colon + 1 :].strip(" \t"))
             if content_length is not None and length != content_length:
                 raise ParseError("conflicting Content-Length values")
             content_length = length
-    return headers, names, content_length
+    return names, content_length
 
 
 def _content_length(value: str) -> int:
@@ -514,7 +583,7 @@ def _content_length(value: str) -> int:
     return int(value)
 
 
-def _response(start_line: str, headers: list[tuple[str, str]], names: list[str], body: bytes) -> Response:
+def _response(start_line: str, lines: list[str], names: list[str], body: bytes) -> Response:
     parts = start_line.split(" ", 2)
     if len(parts) < 2 or parts[0] != "SIP/2.0":
         raise ParseError("unsupported SIP version")
@@ -522,10 +591,10 @@ def _response(start_line: str, headers: list[tuple[str, str]], names: list[str],
     if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
         raise ParseError("bad status code")
     # No CR or LF can be left in the reason: parse_message rejected bare ones.
-    return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body, names)
+    return Response(int(code), parts[2] if len(parts) == 3 else "", None, body, lines=lines, names=names)
 
 
-def _request(start_line: str, headers: list[tuple[str, str]], names: list[str], body: bytes) -> Request:
+def _request(start_line: str, lines: list[str], names: list[str], body: bytes) -> Request:
     parts = start_line.split(" ")
     if len(parts) != 3:
         raise ParseError("malformed request line")
@@ -540,4 +609,4 @@ def _request(start_line: str, headers: list[tuple[str, str]], names: list[str], 
         # Headers are not allowed in a Request-URI (RFC 3261 §19.1.1, table 1).
         if parse_uri(uri).headers:
             raise ParseError("headers in the Request-URI")
-    return Request(method, uri, headers, body, names)
+    return Request(method, uri, None, body, lines=lines, names=names)
