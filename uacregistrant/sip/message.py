@@ -556,18 +556,17 @@ def _header_lines(lines: list[str]) -> tuple[list[str], int | None] | None:
     # Direct calls, no bound-method aliases: compiled, list.append and dict.get
     # become C calls, which an alias would turn back into Python calls.
     for line in lines[1:]:
-        colon = line.find(":")
-        name = line[:colon] if colon >= 0 else line
+        name, colon, value = line.partition(":")
         canonical = _CANONICAL.get(name)
-        if canonical is None or colon < 0:
+        if canonical is None or not colon:
             if name[:1] in _WSP:
                 return None
-            if colon < 0:
+            if not colon:
                 raise ParseError("header line without a colon")
             canonical = canonical_name(name.rstrip(" \t"))
         names.append(canonical)
         if canonical == "content-length":
-            length = _content_length(line[colon + 1 :].strip(" \t"))
+            length = _content_length(value.strip(" \t"))
             if content_length is not None and length != content_length:
                 raise ParseError("conflicting Content-Length values")
             content_length = length
