@@ -30,16 +30,6 @@ def require_binary(name: str) -> str:
     return path
 
 
-def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel just handed out on ``host`` (UDP and TCP are checked both)."""
-    while True:
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
-        if _bindable(host, port, socket.SOCK_DGRAM) and _bindable(host, port, socket.SOCK_STREAM):
-            return port
-
-
 def _bindable(host: str, port: int, kind: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as probe:
         try:

@@ -97,6 +97,10 @@ PARTITION_EXPIRY = 60
 # shtag_static_limit_s of the partition: the others take the cut-off node's tag
 # within TAKEOVER + TAKEOVER / 3, well before.
 LIMIT = 4 * TAKEOVER
+# A node back on the database steps down from a tag taken meanwhile at its next
+# look (every TAKEOVER / 3), once its reconnection is done (bounded by
+# TAKEOVER + TAKEOVER / 3); the rest is room for a loaded machine.
+STEP_DOWN = TAKEOVER / 3 + TAKEOVER + TAKEOVER / 3 + 10
 
 
 @pytest.mark.timeout(240)
@@ -131,7 +135,8 @@ def test_three_nodes_share_three_tags_and_take_those_of_a_cut_off_node_which_ste
 
     # c back: it finds its tag held by another node and steps down, without unREGISTER.
     cluster.proxies["c"].heal()
-    wait_until(lambda: holding(cluster.nodes["c"]) == {}, 15, "c stepping down")
+    wait_until(lambda: holding(cluster.nodes["c"]) == {}, STEP_DOWN, "c stepping down",
+               detail=lambda: cluster.nodes["c"].log_text()[-3000:])
     assert "stepped down" in cluster.nodes["c"].log_text()
     cluster.watch(3, call_ids)
     # Fair shares bring one tag back to c.
@@ -143,7 +148,8 @@ def test_three_nodes_share_three_tags_and_take_those_of_a_cut_off_node_which_ste
     cut = time.monotonic()
     cluster.watch(LIMIT - 2, call_ids)
     assert cluster.owners().get(lonely) in ("a", "b")
-    wait_until(lambda: holding(cluster.nodes["c"]) == {}, 10, "c stopping its tag")
+    wait_until(lambda: holding(cluster.nodes["c"]) == {}, 10, "c stopping its tag",
+               detail=lambda: cluster.nodes["c"].log_text()[-3000:])
     assert time.monotonic() - cut >= LIMIT - TAKEOVER / 3
     assert f"away from the database for more than {LIMIT} s" in cluster.nodes["c"].log_text()
     cluster.proxies["c"].heal()

@@ -15,3 +15,11 @@ def scripted_registrar() -> Iterator[ScriptedRegistrar]:
     registrar = ScriptedRegistrar(ANSWER).start()
     yield registrar
     registrar.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def db_url(request, tmp_path) -> str:
+    """The database of a test run on each kind: an SQLite file, PostgreSQL, MariaDB."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registrant.sqlite'}"
+    return request.getfixturevalue("mysql_url" if request.param == "mysql" else "pg_dsn")

@@ -31,15 +31,19 @@ COLUMNS = ("registrar", "proxy", "aor", "third_party_registrant", "username", "p
            "binding_URI", "binding_params", "expiry", "forced_socket", "cluster_shtag", "state")
 
 
+def _insert(cursor, rows: Sequence[dict], marker: str) -> None:
+    """``rows`` into the registrant table; ``marker`` is the driver's parameter marker."""
+    for row in rows:
+        cursor.execute(
+            f"INSERT INTO registrant ({', '.join(COLUMNS)}) VALUES ({', '.join([marker] * len(COLUMNS))})",
+            [row.get(c, 0 if c == "state" else None) for c in COLUMNS],
+        )
+
+
 def make_table(path: Path, rows: Sequence[dict]) -> None:
     with sqlite3.connect(path) as db:
         db.executescript(OPENSIPS_SQLITE)
-        for row in rows:
-            values = [row.get(c, 0 if c == "state" else None) for c in COLUMNS]
-            db.execute(
-                f"INSERT INTO registrant ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                values,
-            )
+        _insert(db, rows, "?")
 
 
 def make_pg_table(dsn: str, rows: Sequence[dict]) -> None:
@@ -47,12 +51,7 @@ def make_pg_table(dsn: str, rows: Sequence[dict]) -> None:
 
     with psycopg2.connect(dsn) as db, db.cursor() as cursor:
         cursor.execute(OPENSIPS_POSTGRES)
-        for row in rows:
-            values = [row.get(c, 0 if c == "state" else None) for c in COLUMNS]
-            cursor.execute(
-                f"INSERT INTO registrant ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})",
-                values,
-            )
+        _insert(cursor, rows, "%s")
 
 
 def _mysql_connect(url: str):
@@ -83,26 +82,58 @@ def make_mysql_table(url: str, rows: Sequence[dict]) -> None:
             cursor.execute(MySQLBackend.OPENSIPS_VERSION_TABLE)
             cursor.execute(_VERSION_ROW)
             cursor.execute(MySQLBackend.OPENSIPS_REGISTRANT_V3)
-            for row in rows:
-                values = [row.get(c, 0 if c == "state" else None) for c in COLUMNS]
-                cursor.execute(
-                    f"INSERT INTO registrant ({', '.join(COLUMNS)})"
-                    f" VALUES ({', '.join(['%s'] * len(COLUMNS))})",
-                    values,
-                )
+            _insert(cursor, rows, "%s")
     finally:
         db.close()
 
 
-def wait_until(check: Callable[[], object], timeout: float, what: str, step: float = 0.2) -> object:
-    """Poll an outside process until ``check()`` is truthy; fail naming ``what``."""
+def make_table_at(db_url: str, rows: Sequence[dict]) -> None:
+    """OpenSIPS's table with ``rows`` in the database of ``db_url`` (sqlite://, postgres:// or mysql://)."""
+    from uacregistrant.store.url import parse_db_url
+
+    url = parse_db_url(db_url)
+    if url.kind == "mysql":
+        make_mysql_table(db_url, rows)
+    elif url.kind == "postgres":
+        make_pg_table(db_url, rows)
+    else:
+        make_table(Path(url.path), rows)
+
+
+def saved_runtime(db_url: str) -> dict[str, tuple[str, int, int]]:
+    """The runtime table as it is in the database of ``db_url``: aor -> (Call-ID, CSeq, state)."""
+    from uacregistrant.store.interface import RUNTIME_TABLE
+    from uacregistrant.store.url import parse_db_url
+
+    query = f"SELECT aor, call_id, cseq, state FROM {RUNTIME_TABLE}"
+    url = parse_db_url(db_url)
+    if url.kind == "mysql":
+        rows = mysql_query(db_url, query)
+    elif url.kind == "postgres":
+        import psycopg2
+
+        with psycopg2.connect(db_url) as db, db.cursor() as cursor:
+            cursor.execute(query)
+            rows = cursor.fetchall()
+        db.close()
+    else:
+        with sqlite3.connect(url.path) as db:
+            rows = db.execute(query).fetchall()
+        db.close()
+    return {aor: (call_id, cseq, state) for aor, call_id, cseq, state in rows}
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str, step: float = 0.2,
+               detail: Callable[[], str] | None = None) -> object:
+    """Poll an outside process until ``check()`` is truthy; fail naming ``what``
+    (and adding ``detail()``, e.g. the tail of a log)."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f":\n{detail()}" if detail else ""))
         time.sleep(step)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.peers import free_port
 
-from .service import ServiceProcess, make_pg_table, make_table, wait_until
+from .service import ServiceProcess, make_table_at, wait_until
 from .udp_peers import HALF, SILENT, expires_of
 
 SHUTDOWN_TIMEOUT = 3
@@ -29,14 +29,12 @@ def start_service(tmp_path, registrar_uri: str, count: int, pg_dsn: str | None =
              binding_URI=f"sip:u{n}@127.0.0.1:{sip_port}", expiry=600)
         for n in range(count)
     ]
-    if pg_dsn is None:
-        make_table(tmp_path / "registrant.sqlite", rows)
-    else:
-        make_pg_table(pg_dsn, rows)
+    db_url = pg_dsn or f"sqlite:///{tmp_path / 'registrant.sqlite'}"
+    make_table_at(db_url, rows)
     return ServiceProcess(
         tmp_path,
         [
-            "--db-url", pg_dsn or f"sqlite:///{tmp_path / 'registrant.sqlite'}",
+            "--db-url", db_url,
             "--listen", f"udp:127.0.0.1:{sip_port}",
             "--timer-interval", "2",
             "--shutdown-timeout", str(SHUTDOWN_TIMEOUT),

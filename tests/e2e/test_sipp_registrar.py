@@ -14,7 +14,8 @@ from typing import Callable
 
 import pytest
 
-from tests.sipp_helpers import SIPP_DIR, SippProcess, free_port, start_sipp
+from tests.peers import free_port
+from tests.sipp_helpers import SIPP_DIR, SippProcess, start_sipp
 
 from .service import ServiceProcess, make_table, wait_until
 

@@ -41,6 +41,15 @@ class HeldStore(MemoryStore):
         done.errback(StoreUnavailable("database unavailable"))
 
 
+    def commit_all(self) -> int:
+        """Let every held commit through, as they come; how many transactions."""
+        transactions = 0
+        while self.held:
+            self.commit()
+            transactions += 1
+        return transactions
+
+
 def writing_engine(store, **kw):
     clock = Clock()
     writer = RuntimeWriter(store, clock, delay=1.0)
@@ -49,12 +58,27 @@ def writing_engine(store, **kw):
     return engine, sender, clock, writer
 
 
-def test_the_first_register_waits_for_its_dialog_to_be_committed():
-    store = HeldStore(record())
-    engine, sender, clock, writer = writing_engine(store)
-    engine.apply([record()])
+def started(*configs, visit: bool = True, **kw):
+    """An engine writing to a HeldStore of ``configs`` (one record by default), started,
+    and with ``visit`` a whole timer interval on: every bucket visited once."""
+    configs = configs or (record(),)
+    store = HeldStore(*configs)
+    engine, sender, clock, _ = writing_engine(store, **kw)
+    engine.apply(list(configs))
     engine.start()
-    clock.pump([1] * TI)
+    if visit:
+        clock.pump([1] * TI)
+    return store, engine, sender, clock
+
+
+def registered(store, sender, expires: int = 600) -> None:
+    """The first REGISTER's dialog committed, and the REGISTER answered 200."""
+    store.commit()
+    reply(sender.pop(), 200, "OK", f"Contact: <{BINDING}>;expires={expires}")
+
+
+def test_the_first_register_waits_for_its_dialog_to_be_committed():
+    store, engine, sender, clock = started()
     registrant = engine.get(record().key)
     # Visited, nothing on the wire (and no in-flight slot taken) until the row is committed.
     assert sender.sent == [] and registrant.state is State.NOT_REGISTERED_STATE
@@ -69,11 +93,7 @@ def test_the_first_register_waits_for_its_dialog_to_be_committed():
 
 
 def test_a_failed_write_sends_nothing_and_the_record_retries_later():
-    store = HeldStore(record())
-    engine, sender, clock, writer = writing_engine(store)
-    engine.apply([record()])
-    engine.start()
-    clock.pump([1] * TI)
+    store, engine, sender, clock = started()
     registrant = engine.get(record().key)
     store.refuse()
     assert sender.sent == []
@@ -84,8 +104,7 @@ def test_a_failed_write_sends_nothing_and_the_record_retries_later():
     assert retry_at > clock.seconds()
     while registrant.pending is None:
         clock.advance(1)
-        while store.held:
-            store.commit()
+        store.commit_all()
         assert clock.seconds() < retry_at + TI and sender.sent == []
     # The retry writes ahead again, in a new dialog.
     assert clock.seconds() >= retry_at
@@ -95,13 +114,8 @@ def test_a_failed_write_sends_nothing_and_the_record_retries_later():
 
 
 def test_refreshes_do_not_wait_for_the_database():
-    store = HeldStore(record())
-    engine, sender, clock, writer = writing_engine(store)
-    engine.apply([record()])
-    engine.start()
-    clock.pump([1] * TI)
-    store.commit()
-    reply(sender.pop(), 200, "OK", f"Contact: <{BINDING}>;expires=60")
+    store, engine, sender, clock = started()
+    registered(store, sender, expires=60)
     registrant = engine.get(record().key)
     while not sender.sent:
         clock.advance(1)
@@ -114,16 +128,11 @@ def test_refreshes_do_not_wait_for_the_database():
 
 def test_a_burst_of_new_dialogs_is_a_handful_of_transactions():
     configs = [record(aor=f"sip:u{i}@example.test") for i in range(25_000)]
-    store = HeldStore(*configs)
-    engine, sender, clock, writer = writing_engine(store, hash_size=1)
-    engine.apply(configs)
-    engine.start()
+    store, engine, sender, clock = started(*configs, visit=False, hash_size=1)
     transactions = 0
     for _ in range(3 * TI):
         clock.advance(1)
-        while store.held:
-            store.commit()
-            transactions += 1
+        transactions += store.commit_all()
         while sender.sent:
             reply(sender.pop(), 200, "OK", f"Contact: <{BINDING}>;expires=600")
     assert len(store.runtime) == 25_000
@@ -133,15 +142,9 @@ def test_a_burst_of_new_dialogs_is_a_handful_of_transactions():
 
 
 def test_unregister_then_register_again_writes_the_new_dialog_first():
-    store = HeldStore(record())
-    engine, sender, clock, writer = writing_engine(store)
-    engine.apply([record()])
-    engine.start()
-    clock.pump([1] * TI)
-    store.commit()
-    reply(sender.pop(), 200, "OK", f"Contact: <{BINDING}>;expires=600")
-    while store.held:
-        store.commit()
+    store, engine, sender, clock = started()
+    registered(store, sender)
+    store.commit_all()
     engine.disable(record().key)
     unregister = sender.pop()
     engine.enable(record().key)
@@ -149,19 +152,14 @@ def test_unregister_then_register_again_writes_the_new_dialog_first():
     # Enabled again: a new dialog, written before it is used.
     assert sender.sent == []
     clock.advance(1)
-    while store.held:
-        store.commit()
+    store.commit_all()
     again = sender.pop()
     assert again.request.call_id != unregister.request.call_id
     assert again.request.call_id == store.runtime[record().key].call_id
 
 
 def test_a_restart_after_the_first_register_went_out_goes_on_with_its_dialog():
-    store = HeldStore(record())
-    engine, sender, clock, writer = writing_engine(store)
-    engine.apply([record()])
-    engine.start()
-    clock.pump([1] * TI)
+    store, engine, sender, clock = started()
     store.commit()
     first = sender.pop()  # on the wire; the process dies before any reply
     saved = dict(store.runtime)
@@ -195,20 +193,14 @@ def test_a_standby_does_not_write_ahead():
     assert answers == [None] and store.runtime == {}
 
 
-
-
 def test_a_new_dialog_takes_one_rate_token_not_two():
     configs = [record(aor=f"sip:r{i}@example.test") for i in range(200)]
-    store = HeldStore(*configs)
-    engine, sender, clock, writer = writing_engine(store, max_register_rate=100, hash_size=0)
-    engine.apply(configs)
-    engine.start()
+    store, engine, sender, clock = started(*configs, visit=False, max_register_rate=100, hash_size=0)
     clock.advance(TI)  # the one bucket's first visit
     sent = 0
     while sent < 200:
         clock.advance(0.05)  # the token bucket saves up 50 ms worth at most
-        while store.held:
-            store.commit()
+        store.commit_all()
         sent += len(sender.sent)
         sender.sent.clear()
         assert clock.seconds() < TI + 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,40 @@ from uacregistrant.store.rows import Columns
 from uacregistrant.store.sqlite import SQLiteStore
 
 
-class SQLiteBackend:
+def version_2(version_3: str) -> str:
+    """OpenSIPS's script of table version 2: that of version 3 without the state column."""
+    without = re.sub(r"\n    state [^\n]*,", "", version_3)
+    assert without != version_3
+    return without
+
+
+class OpenSIPSTables:
+    """What the backends share: OpenSIPS's tables made as its install scripts make them."""
+
+    OPENSIPS_VERSION_TABLE: str
+    OPENSIPS_REGISTRANT_V3: str
+    OPENSIPS_REGISTRANT_V2: str
+    # The side door's parameter marker.
+    MARK = "?"
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        raise NotImplementedError
+
+    def create_opensips_table(self, version: int) -> None:
+        """What OpenSIPS's install scripts leave behind, table version 2 or 3."""
+        self.execute(self.OPENSIPS_VERSION_TABLE)
+        self.execute(f"INSERT INTO version (table_name, table_version) VALUES ('registrant', {self.MARK})",
+                     (str(version),))
+        self.execute(self.OPENSIPS_REGISTRANT_V3 if version == 3 else self.OPENSIPS_REGISTRANT_V2)
+
+    def version_rows(self) -> list[tuple[object, ...]]:
+        return self.query("SELECT table_name, table_version FROM version ORDER BY table_name")
+
+
+class SQLiteBackend(OpenSIPSTables):
     """A fresh SQLite file per test, with a plain sqlite3 side door for set-up and checks.
 
     The contract suite uses only the methods below, never SQL of its own, so
@@ -49,21 +83,7 @@ class SQLiteBackend:
     state INTEGER DEFAULT 0 NOT NULL,
     CONSTRAINT registrant_registrant_idx  UNIQUE (aor, binding_URI, registrar)
 )"""
-    OPENSIPS_REGISTRANT_V2 = """CREATE TABLE registrant (
-    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
-    registrar CHAR(255) DEFAULT '' NOT NULL,
-    proxy CHAR(255) DEFAULT NULL,
-    aor CHAR(255) DEFAULT '' NOT NULL,
-    third_party_registrant CHAR(255) DEFAULT NULL,
-    username CHAR(64) DEFAULT NULL,
-    password CHAR(64) DEFAULT NULL,
-    binding_URI CHAR(255) DEFAULT '' NOT NULL,
-    binding_params CHAR(64) DEFAULT NULL,
-    expiry INTEGER DEFAULT NULL,
-    forced_socket CHAR(64) DEFAULT NULL,
-    cluster_shtag CHAR(64) DEFAULT NULL,
-    CONSTRAINT registrant_registrant_idx  UNIQUE (aor, binding_URI, registrar)
-)"""
+    OPENSIPS_REGISTRANT_V2 = version_2(OPENSIPS_REGISTRANT_V3)
 
     def __init__(self, tmp_path: Path) -> None:
         self.path = str(tmp_path / "registrant.sqlite")
@@ -89,13 +109,6 @@ class SQLiteBackend:
             return connection.execute(sql, params).fetchall()
         finally:
             connection.close()
-
-    def create_opensips_table(self, version: int) -> None:
-        """What OpenSIPS's install scripts leave behind, table version 2 or 3."""
-        self.execute(self.OPENSIPS_VERSION_TABLE)
-        self.execute("INSERT INTO version (table_name, table_version) VALUES ('registrant', ?)",
-                     (str(version),))
-        self.execute(self.OPENSIPS_REGISTRANT_V3 if version == 3 else self.OPENSIPS_REGISTRANT_V2)
 
     def insert_row(self, columns: Columns, values: dict[str, object]) -> int:
         """Insert logical-name values by hand, bypassing every check; return the id."""
@@ -123,14 +136,11 @@ class SQLiteBackend:
             (table,),
         ) + self.query(f'PRAGMA table_info("{table}")')
 
-    def version_rows(self) -> list[tuple[object, ...]]:
-        return self.query("SELECT table_name, table_version FROM version ORDER BY table_name")
-
     def column_names(self, table: str) -> list[str]:
         return [str(row[1]) for row in self.query(f'PRAGMA table_info("{table}")')]
 
 
-class PostgresBackend:
+class PostgresBackend(OpenSIPSTables):
     """A fresh database per test on the session's private cluster, with a psycopg2 side door.
 
     OpenSIPS writes its SQL unquoted, so PostgreSQL folds every name to lower
@@ -159,22 +169,9 @@ class PostgresBackend:
     state INTEGER DEFAULT 0 NOT NULL,
     CONSTRAINT registrant_registrant_idx UNIQUE (aor, binding_URI, registrar)
 )"""
-    OPENSIPS_REGISTRANT_V2 = """CREATE TABLE registrant (
-    id SERIAL PRIMARY KEY NOT NULL,
-    registrar VARCHAR(255) DEFAULT '' NOT NULL,
-    proxy VARCHAR(255) DEFAULT NULL,
-    aor VARCHAR(255) DEFAULT '' NOT NULL,
-    third_party_registrant VARCHAR(255) DEFAULT NULL,
-    username VARCHAR(64) DEFAULT NULL,
-    password VARCHAR(64) DEFAULT NULL,
-    binding_URI VARCHAR(255) DEFAULT '' NOT NULL,
-    binding_params VARCHAR(64) DEFAULT NULL,
-    expiry INTEGER DEFAULT NULL,
-    forced_socket VARCHAR(64) DEFAULT NULL,
-    cluster_shtag VARCHAR(64) DEFAULT NULL,
-    CONSTRAINT registrant_registrant_idx UNIQUE (aor, binding_URI, registrar)
-)"""
+    OPENSIPS_REGISTRANT_V2 = version_2(OPENSIPS_REGISTRANT_V3)
     OPENSIPS_SEQUENCE = "ALTER SEQUENCE registrant_id_seq MAXVALUE 2147483647 CYCLE"
+    MARK = "%s"
 
     def __init__(self, cluster: Postgres, dsn: str) -> None:
         self.cluster = cluster
@@ -205,11 +202,7 @@ class PostgresBackend:
             connection.close()
 
     def create_opensips_table(self, version: int) -> None:
-        """What OpenSIPS's install scripts leave behind, table version 2 or 3."""
-        self.execute(self.OPENSIPS_VERSION_TABLE)
-        self.execute("INSERT INTO version (table_name, table_version) VALUES ('registrant', %s)",
-                     (str(version),))
-        self.execute(self.OPENSIPS_REGISTRANT_V3 if version == 3 else self.OPENSIPS_REGISTRANT_V2)
+        super().create_opensips_table(version)
         self.execute(self.OPENSIPS_SEQUENCE)
 
     def insert_row(self, columns: Columns, values: dict[str, object]) -> int:
@@ -248,16 +241,13 @@ class PostgresBackend:
                 " = pg_get_serial_sequence(%s, 'id')::regclass", (relation,))
         )
 
-    def version_rows(self) -> list[tuple[object, ...]]:
-        return self.query("SELECT table_name, table_version FROM version ORDER BY table_name")
-
     def column_names(self, table: str) -> list[str]:
         return [str(row[0]) for row in self.query(
             "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)"
             " AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f'"{folded(table)}"',))]
 
 
-class MySQLBackend:
+class MySQLBackend(OpenSIPSTables):
     """A fresh database per test on the session's private MariaDB, with a PyMySQL side door."""
 
     # scripts/mysql/standard-create.sql and registrant-create.sql as OpenSIPS ships them.
@@ -282,21 +272,7 @@ class MySQLBackend:
     state INT DEFAULT 0 NOT NULL,
     CONSTRAINT registrant_idx UNIQUE (aor, binding_URI, registrar)
 ) ENGINE=InnoDB"""
-    OPENSIPS_REGISTRANT_V2 = """CREATE TABLE registrant (
-    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
-    registrar CHAR(255) DEFAULT '' NOT NULL,
-    proxy CHAR(255) DEFAULT NULL,
-    aor CHAR(255) DEFAULT '' NOT NULL,
-    third_party_registrant CHAR(255) DEFAULT NULL,
-    username CHAR(64) DEFAULT NULL,
-    password CHAR(64) DEFAULT NULL,
-    binding_URI CHAR(255) DEFAULT '' NOT NULL,
-    binding_params CHAR(64) DEFAULT NULL,
-    expiry INT(1) UNSIGNED DEFAULT NULL,
-    forced_socket CHAR(64) DEFAULT NULL,
-    cluster_shtag CHAR(64) DEFAULT NULL,
-    CONSTRAINT registrant_idx UNIQUE (aor, binding_URI, registrar)
-) ENGINE=InnoDB"""
+    OPENSIPS_REGISTRANT_V2 = version_2(OPENSIPS_REGISTRANT_V3)
 
     def __init__(self, server: MariaDB, url: str) -> None:
         self.server = server
@@ -315,13 +291,6 @@ class MySQLBackend:
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         return self.server.execute(sql.replace("?", "%s"), tuple(params) or None, self.dbname)
-
-    def create_opensips_table(self, version: int) -> None:
-        """What OpenSIPS's install scripts leave behind, table version 2 or 3."""
-        self.execute(self.OPENSIPS_VERSION_TABLE)
-        self.execute("INSERT INTO version (table_name, table_version) values ('registrant', %s)",
-                     (str(version),))
-        self.execute(self.OPENSIPS_REGISTRANT_V3 if version == 3 else self.OPENSIPS_REGISTRANT_V2)
 
     def insert_row(self, columns: Columns, values: dict[str, object]) -> int:
         """Insert logical-name values by hand, bypassing every check; return the id."""
@@ -356,9 +325,6 @@ class MySQLBackend:
                 " FROM information_schema.statistics WHERE table_schema = DATABASE()"
                 " AND table_name = %s ORDER BY index_name, seq_in_index", (table,))
         )
-
-    def version_rows(self) -> list[tuple[object, ...]]:
-        return self.query("SELECT table_name, table_version FROM version ORDER BY table_name")
 
     def column_names(self, table: str) -> list[str]:
         return [str(row[0]) for row in self.query(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from tests.sipp_helpers import SIPP_DIR, free_port, start_sipp
+from tests.peers import free_port
+from tests.sipp_helpers import SIPP_DIR, start_sipp
 from uacregistrant.sip.message import Request
 from uacregistrant.sip.transaction import Timers
 from uacregistrant.transport.errors import TransactionTimeout
@@ -37,8 +36,8 @@ def sipp():
     started = []
 
     def start(scenario: str, transport: str) -> object:
-        kind = socket.SOCK_DGRAM if transport == "u1" else socket.SOCK_STREAM
-        handle = start_sipp(SIPP_DIR / scenario, free_port(kind), transport, ("-m", "1"))
+        handle = start_sipp(SIPP_DIR / scenario, free_port("udp" if transport == "u1" else "tcp"), transport,
+                            ("-m", "1"))
         started.append(handle)
         return handle
 
