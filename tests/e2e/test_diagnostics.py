@@ -210,7 +210,8 @@ async def test_trace_availability_and_no_secret_through_an_outage(lab):
 
     await lab.until(timed_out, "a timeout in the trace")
     during = await lab.record()
-    assert during["state"] == "REGISTER_TIMEOUT_STATE"
+    # Timed out, or (a slow run) already retrying into the silence.
+    assert during["state"] in ("REGISTER_TIMEOUT_STATE", "REGISTERING_STATE")
     assert during["flaps"] == 1
     assert during["last_outage"]["end"] is None
     assert during["last_outage"]["cause"] == "503 Service Unavailable"

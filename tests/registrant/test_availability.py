@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uacregistrant.registrant.availability import Figures, cause_of, figures, restore
 from uacregistrant.registrant.observer import Transitions
@@ -236,3 +238,35 @@ def test_the_distribution_is_cumulative_and_leaves_out_records_never_enabled():
     assert count == 3
     assert counts == [1, 2, 3]
     assert total == pytest.approx(0.4 + 0.95 + 1.0)
+
+
+ACTIONS = {"ok": ok, "503": unavailable, "silent": silent, "unreachable": unreachable}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([*ACTIONS, "disable", "enable", "force"]), st.integers(1, 400)),
+                min_size=1, max_size=12))
+def test_the_figures_hold_whatever_happens(script):
+    """bound ≤ enabled ≤ time loaded; flaps only grow; an outage ends after it starts."""
+    engine, sender, clock, registrant, settled = started()
+    answer = ok
+    flaps = 0
+    for action, seconds in script:
+        if action == "disable":
+            engine.disable(registrant.key)
+        elif action == "enable":
+            engine.enable(registrant.key)
+        elif action == "force":
+            engine.force_register(registrant.key)
+        else:
+            answer = ACTIONS[action]
+        run(engine, sender, clock, clock.seconds() + seconds, answer)
+        now = engine.availability.figures(registrant)
+        assert 0 <= now.bound_s <= now.enabled_s + 1e-6 <= clock.seconds() + 1e-6
+        assert now.flaps >= flaps
+        flaps = now.flaps
+        if now.outage_start is not None and now.outage_end is not None:
+            assert now.outage_start <= now.outage_end
+        ratio = now.ratio
+        assert ratio is None or 0.0 <= ratio <= 1.0
+    assert engine.availability.flaps == flaps
