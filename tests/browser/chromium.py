@@ -72,6 +72,30 @@ def chromium_driver(workdir: Path) -> Iterator[object]:
             process.wait(10)
 
 
+# Installed before any script of a page runs (CDP, so the page's CSP does not apply):
+# keeps the URL and body of every fetch() answer in window.__fetched.
+_RECORD_FETCHES = """
+window.__fetched = [];
+const original = window.fetch;
+window.fetch = async function (...args) {
+  const response = await original.apply(this, args);
+  const url = response.url;
+  response.clone().text().then((body) => window.__fetched.push({ url, body }));
+  return response;
+};
+"""
+
+
+def record_fetches(driver) -> None:
+    """From the next page load on, every fetch() answer is kept; ``fetched(driver)`` reads them."""
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _RECORD_FETCHES})
+
+
+def fetched(driver) -> list[dict]:
+    """``[{"url": ..., "body": ...}]``: what the page fetched since it was loaded."""
+    return driver.execute_script("return window.__fetched || []")
+
+
 def save_screenshot(driver, workdir: Path, name: str) -> list[Path]:
     """Write ``name`` into ``workdir`` and, when ``ARTIFACTS_DIR`` is set, there too."""
     written = [workdir / name]
