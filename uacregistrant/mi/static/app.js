@@ -420,12 +420,13 @@ function renderDetailRecord(entry) {
 function outageText(outage) {
   if (!outage) return "none";
   if (outage.end === null) {
-    return `since ${timeText(outage.start)} (ongoing, ${durationText(serverNowOr() - outage.start)})`;
+    return `since ${timeText(outage.start)} (ongoing, ${durationText(nowSeconds() - outage.start)})`;
   }
   return `${timeText(outage.start)} – ${timeText(outage.end)} (${durationText(outage.end - outage.start)})`;
 }
 
-function serverNowOr() {
+// The server's clock once records.json has told it, the browser's before.
+function nowSeconds() {
   return latest ? serverNow() : Date.now() / 1000;
 }
 
