@@ -540,7 +540,8 @@ function start() {
     if (row && row.record) openDetail(row.record);
   });
   const dialog = $("#detail");
-  dialog.addEventListener("close", closeDetail);
+  // "close" comes a task after close(): a detail opened again meanwhile stays.
+  dialog.addEventListener("close", () => { if (!dialog.open) closeDetail(); });
   // A click on the backdrop (the dialog element itself, outside its content) closes it too.
   dialog.addEventListener("click", (event) => { if (event.target === dialog) dialog.close(); });
   $("#detail-close").addEventListener("click", () => dialog.close());
