@@ -7,7 +7,7 @@ sends so that a test can check what left the server.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from twisted.internet import reactor
@@ -21,6 +21,7 @@ from uacregistrant.mi.listing import Listing
 from uacregistrant.mi.metrics import Metrics, MetricsResource
 from uacregistrant.mi.site import build_root, make_site
 from uacregistrant.mi.status import StatusResource
+from uacregistrant.registrant.availability import Figures, restore
 from uacregistrant.registrant.engine import Engine
 from uacregistrant.registrant.record import RecordConfig
 from uacregistrant.store.memory import MemoryStore
@@ -61,36 +62,19 @@ def lab_records(bulk: int) -> list[RecordConfig]:
     return records
 
 
-class FigureListing(Listing):
-    """reg_list entries carrying the availability figures a test sets per AOR, as the
-    trace lane's contract names them (``enabled_s``, ``bound_s``, ``availability``,
-    ``flaps``, ``last_outage``, ``trace``), over whatever the listing gives."""
-
-    def __init__(self, engine: Engine, figures: dict[str, dict]) -> None:
-        super().__init__(engine)
-        self.figures = figures
-        self.built = 0
-
-    def view(self, registrant) -> dict[str, object]:
-        self.built += 1
-        entry = super().view(registrant)
-        entry.update(self.figures.get(registrant.config.aor, {}))
-        return entry
+def figures(availability: float | None, flaps: int = 0, outage: tuple | None = None) -> Figures:
+    """Figures for an hour enabled (none at all when ``availability`` is None);
+    ``outage`` is ``(start, end, cause)``."""
+    start, end, cause = outage if outage is not None else (None, None, None)
+    enabled = 3600.0 if availability is not None else 0.0
+    return Figures(enabled, round(enabled * (availability or 0)), flaps, start, end, cause)
 
 
-def figures(availability: float | None, flaps: int = 0, outage: tuple | None = None, trace: str = "off") -> dict:
-    """Contract figures for an hour enabled (none at all when ``availability`` is None)."""
-    values: dict[str, object] = {
-        "enabled_s": 3600 if availability is not None else 0,
-        "bound_s": round(3600 * (availability or 0)),
-        "availability": availability,
-        "flaps": flaps,
-    }
-    if outage is not None:
-        start, end, cause = outage
-        values["last_outage"] = {"start": start, "end": end, "cause": cause}
-    values["trace"] = trace
-    return values
+def set_figures(engine: Engine, by_aor: dict[str, Figures]) -> None:
+    """Give records the availability figures a test chose, as a restart would."""
+    for registrant in engine:
+        if registrant.config.aor in by_aor:
+            restore(registrant, by_aor[registrant.config.aor], engine.clock.seconds())
 
 
 @dataclass
@@ -131,11 +115,9 @@ def start_lab(
     *,
     bulk: int = 0,
     token: str | None = None,
-    listing: Callable[[Engine], Listing] | None = None,
     commands: Iterable[Command] = (),
 ) -> Lab:
-    """``listing`` makes the reg_list view (status page's and MI's alike);
-    ``commands`` are added to the MI table (a stand-in replaces the real one)."""
+    """``commands`` are added to the MI table (a stand-in replaces the real one)."""
     engine, sender, clock = make_engine(timer_interval=TIMER_INTERVAL, hash_size=2)
     records = lab_records(bulk)
     store = MemoryStore(records)
@@ -146,7 +128,7 @@ def start_lab(
     def validate(row) -> RecordConfig:
         return record_from_row(row, timer_interval=TIMER_INTERVAL, default_expires=3600)
 
-    shared = listing(engine) if listing is not None else Listing(engine)
+    shared = Listing(engine)
     table = RegistrantCommands(engine, store, validate, listing=shared).table()
     for command in commands:
         table.replace(command)

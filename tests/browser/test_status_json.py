@@ -192,12 +192,15 @@ def test_token_is_required_when_set():
 def test_a_page_of_100000_records_is_fast():
     lab = start_lab(bulk=100_000)
     try:
-        for query in ("", "?sort=state&desc=1", "?q=user9999", "?offset=99950&sort=binding"):
+        # The availability figures are read for every record: a looser bound on a loaded 2-core machine.
+        for query, bound in (("", 1.0), ("?sort=state&desc=1", 1.0), ("?q=user9999", 1.0),
+                             ("?offset=99950&sort=binding", 1.0), ("?sort=availability", 1.5),
+                             ("?flapping=1&sort=flaps&desc=1", 1.5)):
             started = time.perf_counter()
             body = yield get_json(lab, query)
             elapsed = time.perf_counter() - started
             assert body["total"] == 100_005
             assert len(body["records"]) <= 50
-            assert elapsed < 1.0, f"{query or 'first page'} took {elapsed:.2f} s"
+            assert elapsed < bound, f"{query or 'first page'} took {elapsed:.2f} s"
     finally:
         yield stop_lab(lab)

@@ -13,7 +13,8 @@ count down in the browser's own time zone.
 
 The availability figures (``availability``, ``flaps``, ``last_outage``) are
 reg_list's own keys; sorting by them and the ``flapping`` filter read them
-from the entry.  A record is *flapping* when it fell out of REGISTERED at
+from the engine's ``Availability`` (one small tuple per record, not a whole
+entry).  A record is *flapping* when it fell out of REGISTERED at
 least ``FLAPPING_MIN_FLAPS`` times since it was loaded and the last of those
 outages is still going on or ended less than ``FLAPPING_WINDOW`` seconds ago:
 a trunk that dropped twice last month and has held since is not flapping,
@@ -26,7 +27,7 @@ import json
 import math
 import heapq
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -35,6 +36,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ..registrant.availability import Figures
 from ..registrant.engine import Engine
 from ..registrant.machine import Registrant
 from ..registrant.states import FAILED, State
@@ -105,24 +107,19 @@ def _missing_last(key: Callable[[Registrant], Any]) -> Callable[[Registrant], An
     return descending
 
 
-# Sorted by a figure of the record's reg_list entry: ``(registrant, entry) -> key``.
-FIGURE_SORT_KEYS: dict[str, Callable[[Registrant, Mapping[str, Any]], Any]] = {
+# Sorted by the record's availability figures: ``(registrant, figures) -> key``.
+FIGURE_SORT_KEYS: dict[str, Callable[[Registrant, Figures], Any]] = {
     # Lowest first: the worst trunks head the ascending order; no figure yet sorts last.
-    "availability": lambda r, entry: (_present(entry.get("availability")), r.config.aor),
-    "flaps": lambda r, entry: (entry.get("flaps") or 0, r.config.aor),
+    "availability": lambda r, figures: (_present(figures.ratio), r.config.aor),
+    "flaps": lambda r, figures: (figures.flaps, r.config.aor),
 }
 
 
-def flapping(entry: Mapping[str, Any], now: float) -> bool:
-    """Whether a reg_list entry is flapping (see the module's text)."""
-    flaps = entry.get("flaps")
-    if not isinstance(flaps, int) or flaps < FLAPPING_MIN_FLAPS:
+def flapping(figures: Figures, now: float) -> bool:
+    """Whether a record with these figures is flapping (see the module's text)."""
+    if figures.flaps < FLAPPING_MIN_FLAPS or figures.outage_start is None:
         return False
-    outage = entry.get("last_outage")
-    if not isinstance(outage, Mapping):
-        return False
-    end = outage.get("end")
-    return end is None or end >= now - FLAPPING_WINDOW
+    return figures.outage_end is None or figures.outage_end >= now - FLAPPING_WINDOW
 
 
 class QueryError(ValueError):
@@ -179,12 +176,12 @@ class Query:
         return bool(self.q) or self.state is not None or self.flapping
 
     @property
-    def needs_entries(self) -> bool:
-        """Whether filtering or sorting reads the records' reg_list entries."""
+    def needs_figures(self) -> bool:
+        """Whether filtering or sorting reads the records' availability figures."""
         return self.flapping or self.sort in FIGURE_SORT_KEYS
 
     def matches(self, registrant: Registrant) -> bool:
-        """The text and state filters (``flapping`` reads the entry: see ``select``)."""
+        """The text and state filters (``flapping`` reads the figures: see ``select``)."""
         if self.state is not None and registrant.state is not self.state:
             return False
         if not self.q:
@@ -260,15 +257,18 @@ def select(engine: Iterable[Registrant], query: Query, listing: Listing) -> dict
     matched = [r for r in records if query.matches(r)] if query.filters else records
     end = query.offset + query.limit
     key: Callable[[Registrant], Any]
-    if query.needs_entries:
-        # Each entry built once per request, and only for the records the text and state let through.
-        entries = {id(r): listing.view(r) for r in matched}
+    if query.needs_figures:
+        # Read once per record, and only for the records the text and state let through.
+        availability = listing.engine.availability
+        figures_of: Callable[[Registrant], Figures] = availability.figures
         if query.flapping:
-            now = listing.engine.clock.seconds()
-            matched = [r for r in matched if flapping(entries[id(r)], now)]
+            now = availability.clock.seconds()
+            kept = {id(r): figures for r in matched if flapping(figures := figures_of(r), now)}
+            matched = [r for r in matched if id(r) in kept]
+            figures_of = lambda r: kept[id(r)]  # noqa: E731
         if query.sort in FIGURE_SORT_KEYS:
             figure_key = FIGURE_SORT_KEYS[query.sort]
-            key = lambda r: figure_key(r, entries[id(r)])  # noqa: E731
+            key = lambda r: figure_key(r, figures_of(r))  # noqa: E731
         else:
             key = SORT_KEYS[query.sort]
     else:
