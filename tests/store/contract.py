@@ -6,6 +6,7 @@ fixture; test_store_contract.py collects it.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -340,4 +341,4 @@ class StoreContract:
 
 
 def _fields(r: RecordConfig) -> dict[str, Any]:
-    return {name: getattr(r, name) for name in RecordConfig.__dataclass_fields__}
+    return {f.name: getattr(r, f.name) for f in dataclasses.fields(RecordConfig) if f.init}

@@ -342,9 +342,11 @@ class Executor:
         granted = outcome.expires
         if granted and granted != registrant.expires:  # the same value keeps the shared int
             registrant.expires = granted
-        registrant.service_route = ", ".join(response.header_values("Service-Route")) or None
-        registrant.associated_uris = ", ".join(response.header_values("P-Associated-URI")) or None
-        registrant.flow_timer = lenient(lambda: response.flow_timer)
+        registrant.granted(
+            ", ".join(response.header_values("Service-Route")) or None,
+            ", ".join(response.header_values("P-Associated-URI")) or None,
+            lenient(lambda: response.flow_timer),
+        )
         now = self.clock.seconds()
         registrant.failures = registrant.auth_failures = 0
         registrant.granted_at = now

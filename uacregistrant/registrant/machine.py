@@ -18,7 +18,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .record import RecordConfig
+from .record import RecordConfig, RecordKey
 from .states import FAILED, IN_FLIGHT, State
 
 class Event(enum.Enum):
@@ -287,7 +287,6 @@ class Registrant:
 
     __slots__ = (
         "config",
-        "key",
         "state",
         "settled",
         "enabled",
@@ -309,9 +308,9 @@ class Registrant:
         "destination",
         "targets",
         "granted_at",
-        "service_route",
-        "associated_uris",
-        "flow_timer",
+        # Service-Route, P-Associated-URI and Flow-Timer of the last 200, None
+        # when it had none of them (as from most registrars: one slot, not three).
+        "granted_extras",
         # The request in flight: its kind, and what this cycle has done so far.
         "kind",
         "challenged",
@@ -338,7 +337,6 @@ class Registrant:
 
     def __init__(self, config: RecordConfig) -> None:
         self.config = config
-        self.key = config.key  # made once: the scheduler looks it up per visit
         self.state = State.NOT_REGISTERED_STATE
         # The last state with nothing in flight: tells a routine refresh from a change.
         self.settled = State.NOT_REGISTERED_STATE
@@ -360,9 +358,7 @@ class Registrant:
         self.targets: object | None = None
         self.granted_at = 0.0
         # From the last 200 (RFC 3608, RFC 3455, RFC 5626 §4.4.1).
-        self.service_route: str | None = None
-        self.associated_uris: str | None = None
-        self.flow_timer: int | None = None
+        self.granted_extras: tuple[str | None, str | None, int | None] | None = None
         self.kind = REGISTER
         self.challenged = False
         self.stale_answered = False
@@ -381,6 +377,33 @@ class Registrant:
         self.counted_to = 0.0
         self.outage: tuple | None = None
         self.queued = False
+
+    @property
+    def key(self) -> RecordKey:
+        # The config's own key: a changed config of the same record has an equal one.
+        return self.config.key
+
+    @property
+    def service_route(self) -> str | None:
+        extras = self.granted_extras
+        return None if extras is None else extras[0]
+
+    @property
+    def associated_uris(self) -> str | None:
+        extras = self.granted_extras
+        return None if extras is None else extras[1]
+
+    @property
+    def flow_timer(self) -> int | None:
+        extras = self.granted_extras
+        return None if extras is None else extras[2]
+
+    def granted(self, service_route: str | None, associated_uris: str | None, flow_timer: int | None) -> None:
+        """What the last 200 said besides the expiry."""
+        if service_route is None and associated_uris is None and flow_timer is None:
+            self.granted_extras = None
+        else:
+            self.granted_extras = (service_route, associated_uris, flow_timer)
 
     def due(self, now: float) -> bool:
         """Whether a visit at ``now`` would send something."""
