@@ -255,10 +255,7 @@ class Engine:
 
     def unregister(self, registrant: Registrant) -> Deferred:
         """Remove the record's binding now (shutdown, delete); fires when it settles, whatever the outcome."""
-        done: Deferred = Deferred()
-        if registrant.waiters is None:
-            registrant.waiters = []
-        registrant.waiters.append(done)
+        done = self.executor.wait_settled(registrant)
         self.executor.fire(registrant, registrant.shutdown_event())
         return done
 

@@ -82,6 +82,9 @@ class Executor:
         self.user_agent = user_agent
         self.on_transition = on_transition
         self.on_sent = on_sent
+        # Who waits for a record to settle (shutdown, delete): a few records
+        # at a time, so kept here rather than in a slot of every record.
+        self._waiters: dict[Registrant, list[Deferred]] = {}
         self.on_replied = on_replied
         self.visit_now = visit_now
         self.on_enabled = on_enabled
@@ -384,10 +387,16 @@ class Executor:
             registrant.registration_timeout = self.clock.seconds() + delay
         registrant.new_dialog = True
 
+    def wait_settled(self, registrant: Registrant) -> Deferred:
+        """Fires once the record settles (its next RELEASE)."""
+        done: Deferred = Deferred()
+        self._waiters.setdefault(registrant, []).append(done)
+        return done
+
     def _release(self, registrant: Registrant) -> None:
-        waiters, registrant.waiters = registrant.waiters, None
-        for waiter in waiters or ():
-            waiter.callback(None)
+        if self._waiters:
+            for waiter in self._waiters.pop(registrant, ()):
+                waiter.callback(None)
 
     def _transition(self, registrant: Registrant, new: State) -> None:
         old = registrant.state

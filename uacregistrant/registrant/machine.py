@@ -320,10 +320,9 @@ class Registrant:
         "sends",
         "new_dialog",
         "ready",
-        # The engine's handles: the request in flight, who waits for the record
-        # to settle, and a count of events (to notice one fired from an observer).
+        # The engine's handles: the request in flight, and a count of events
+        # (to notice one fired from an observer).
         "pending",
-        "waiters",
         "events",
         # Availability (registrant.availability): seconds enabled and bound up
         # to ``counted_to``, and the last outage (start, end, cause, flaps).
@@ -370,7 +369,6 @@ class Registrant:
         # Its new dialog is committed and its REGISTER not sent yet.
         self.ready = False
         self.pending: object | None = None
-        self.waiters: list | None = None
         self.events = 0
         self.enabled_s = 0.0
         self.bound_s = 0.0

@@ -137,6 +137,10 @@ class RuntimeWriter(EngineObserver):
             # A record this node gave up since it changed belongs to another node now.
             if self.active(registrant):
                 batch[key] = registrant
+        if not self._dirty:
+            # A dict keeps the table of its largest size (a burst's 100,000
+            # records: megabytes) when emptied key by key; a new one does not.
+            self._dirty = {}
         if not batch:
             return self.flush() if self._dirty else succeed(None)
         now = self.clock.seconds()
@@ -157,6 +161,8 @@ class RuntimeWriter(EngineObserver):
             if waiting is not None and waiting[0].call_id == state.call_id:
                 del ahead[state.key]
                 answered.append((*waiting, state.call_id))
+        if not ahead:
+            self._ahead = {}  # as ``_dirty`` above
         return answered
 
     def _written(self, _: object, waiters: list[_Waiter]) -> None:
