@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import re
 import secrets
-import socket
-import threading
 
-from tests.e2e.wire import _bound, _Threads
-from uacregistrant.sip.errors import ParseError
-from uacregistrant.sip.message import Request, parse_message, response_for
+from tests.e2e.udp_peers import ScriptedRegistrar, expires_of
+from uacregistrant.sip.message import Request, Response, response_for
 
 OK, UNAVAILABLE, SILENT = "ok", "unavailable", "silent"
 REALM = "example.test"
@@ -31,35 +28,16 @@ def digest_params(value: str) -> dict[str, str]:
     return {name.lower(): quoted if quoted is not None else bare for name, quoted, bare in _PARAM.findall(value)}
 
 
-def asked_expiry(request: Request) -> int | None:
-    for param in (request.header("Contact") or "").split(";")[1:]:
-        name, _, value = param.strip().partition("=")
-        if name.lower() == "expires" and value.isdigit():
-            return int(value)
-    expires = request.header("Expires")
-    return int(expires) if expires and expires.isdigit() else None
-
-
-class DiagnosticRegistrar(_Threads):
+class DiagnosticRegistrar(ScriptedRegistrar):
     def __init__(self) -> None:
         super().__init__()
-        self._socket = _bound(socket.SOCK_DGRAM)
-        self._lock = threading.Lock()
         self.modes: dict[str, str] = {}
         self.min_expires: dict[str, int] = {}
         self._nonce: dict[str, str] = {}
         self.nonces: list[str] = []
         self.digest_values: list[str] = []
         # Every REGISTER with the status it was answered (None: not answered).
-        self.received: list[tuple[Request, int | None]] = []
-
-    @property
-    def uri(self) -> str:
-        return f"sip:127.0.0.1:{self._socket.getsockname()[1]}"
-
-    def start(self) -> DiagnosticRegistrar:
-        self.spawn(self._serve)
-        return self
+        self.exchanged: list[tuple[Request, int | None]] = []
 
     def set_mode(self, user: str, mode: str) -> None:
         with self._lock:
@@ -77,7 +55,15 @@ class DiagnosticRegistrar(_Threads):
 
     def registers(self, user: str) -> list[tuple[Request, int | None]]:
         with self._lock:
-            return [(r, status) for r, status in self.received if _user(r) == user]
+            return [(r, status) for r, status in self.exchanged if _user(r) == user]
+
+    def _response(self, request: Request) -> Response | None:
+        answer = self._answer(request)
+        self.exchanged.append((request, None if answer is None else answer[0]))
+        if answer is None:
+            return None
+        status, reason, headers = answer
+        return response_for(request, status, reason, headers, to_tag="diag")
 
     def _answer(self, request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
         user = _user(request)
@@ -95,32 +81,11 @@ class DiagnosticRegistrar(_Threads):
             self.nonces.append(nonce)
             challenge = f'Digest realm="{REALM}", nonce="{nonce}", algorithm=MD5, qop="auth"'
             return 401, "Unauthorized", [("WWW-Authenticate", challenge)]
-        expiry = asked_expiry(request)
+        expiry = expires_of(request)
         minimum = self.min_expires.get(user, 0)
         if expiry and expiry < minimum:
             return 423, "Interval Too Brief", [("Min-Expires", str(minimum))]
         return 200, "OK", [("Contact", value) for value in request.header_values("Contact")]
-
-    def _serve(self) -> None:
-        while self.running:
-            try:
-                data, peer = self._socket.recvfrom(65535)
-            except TimeoutError:
-                continue
-            try:
-                request = parse_message(data)
-            except ParseError:
-                continue
-            if not isinstance(request, Request):
-                continue
-            with self._lock:
-                answer = self._answer(request)
-                self.received.append((request, None if answer is None else answer[0]))
-            if answer is not None:
-                status, reason, headers = answer
-                response = response_for(request, status, reason, headers, to_tag="diag")
-                self._socket.sendto(response.to_bytes(), peer)
-        self._socket.close()
 
 
 def _user(request: Request) -> str:

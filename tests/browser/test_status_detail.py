@@ -16,7 +16,6 @@ from twisted.internet import threads
 from uacregistrant.mi.commands import TRIPLE
 from uacregistrant.mi.jsonrpc import Command, MIError
 
-from .chromium import chromium_driver
 from .lab import figures, set_figures, start_lab, stop_lab
 from .test_status_page import aors, click, dialog_open, reg_list, rows, until
 
@@ -101,12 +100,6 @@ def lab(trace):
     set_figures(lab.engine, FIGURES)
     yield lab
     pytest_twisted.blockon(stop_lab(lab))
-
-
-@pytest.fixture
-def browser(tmp_path):
-    with chromium_driver(tmp_path) as driver:
-        yield driver
 
 
 DETAIL_JS = """

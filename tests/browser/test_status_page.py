@@ -48,12 +48,6 @@ def lab():
     pytest_twisted.blockon(stop_lab(lab))
 
 
-@pytest.fixture
-def browser(tmp_path):
-    with chromium_driver(tmp_path) as driver:
-        yield driver
-
-
 def until(driver, check, what: str):
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -82,12 +82,19 @@ class ScriptedRegistrar(_Threads):
                 continue
             with self._lock:
                 self.received.append(request)
-                if not self._should_answer(request):
-                    continue
-                self.answered.append(request)
-            headers = [("Contact", value) for value in request.header_values("Contact")]
-            self._socket.sendto(response_for(request, 200, "OK", headers, to_tag="fake").to_bytes(), peer)
+                response = self._response(request)
+                if response is not None:
+                    self.answered.append(request)
+            if response is not None:
+                self._socket.sendto(response.to_bytes(), peer)
         self._socket.close()
+
+    def _response(self, request: Request) -> Response | None:
+        """What to answer ``request`` (None: nothing), under the lock; a subclass may script more."""
+        if not self._should_answer(request):
+            return None
+        headers = [("Contact", value) for value in request.header_values("Contact")]
+        return response_for(request, 200, "OK", headers, to_tag="fake")
 
 
 @dataclass(frozen=True, slots=True)

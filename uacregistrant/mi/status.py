@@ -175,11 +175,6 @@ class Query:
     def filters(self) -> bool:
         return bool(self.q) or self.state is not None or self.flapping
 
-    @property
-    def needs_figures(self) -> bool:
-        """Whether filtering or sorting reads the records' availability figures."""
-        return self.flapping or self.sort in FIGURE_SORT_KEYS
-
     def matches(self, registrant: Registrant) -> bool:
         """The text and state filters (``flapping`` reads the figures: see ``select``)."""
         if self.state is not None and registrant.state is not self.state:
@@ -256,21 +251,18 @@ def select(engine: Iterable[Registrant], query: Query, listing: Listing) -> dict
         shtags[_shtag(one_with[raw])] += count
     matched = [r for r in records if query.matches(r)] if query.filters else records
     end = query.offset + query.limit
+    # The figures are read once per record, and only for the records the text and state let through.
+    availability = listing.engine.availability
+    figures_of: Callable[[Registrant], Figures] = availability.figures
+    if query.flapping:
+        now = availability.clock.seconds()
+        kept = {id(r): figures for r in matched if flapping(figures := figures_of(r), now)}
+        matched = [r for r in matched if id(r) in kept]
+        figures_of = lambda r: kept[id(r)]  # noqa: E731
     key: Callable[[Registrant], Any]
-    if query.needs_figures:
-        # Read once per record, and only for the records the text and state let through.
-        availability = listing.engine.availability
-        figures_of: Callable[[Registrant], Figures] = availability.figures
-        if query.flapping:
-            now = availability.clock.seconds()
-            kept = {id(r): figures for r in matched if flapping(figures := figures_of(r), now)}
-            matched = [r for r in matched if id(r) in kept]
-            figures_of = lambda r: kept[id(r)]  # noqa: E731
-        if query.sort in FIGURE_SORT_KEYS:
-            figure_key = FIGURE_SORT_KEYS[query.sort]
-            key = lambda r: figure_key(r, figures_of(r))  # noqa: E731
-        else:
-            key = SORT_KEYS[query.sort]
+    if query.sort in FIGURE_SORT_KEYS:
+        figure_key = FIGURE_SORT_KEYS[query.sort]
+        key = lambda r: figure_key(r, figures_of(r))  # noqa: E731
     else:
         key = SORT_KEYS[query.sort]
     if query.descending and query.sort in _OPTIONAL_SORTS:
