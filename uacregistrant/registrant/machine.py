@@ -270,6 +270,9 @@ _TAG_MASK = (1 << _TAG_BITS) - 1
 _WORD_BITS = 56
 _WORD_MASK = (1 << _WORD_BITS) - 1
 _NO_DIALOG = ("", "")
+# What most records hold in ``rare``: shared, so nothing of their own.
+_NOTHING_RARE: tuple = (_NO_DIALOG, None, None)
+_NOTHING_RARE_DIALOG: tuple = (None, None, None)
 _LOWER_HEX = frozenset("0123456789abcdef")
 
 
@@ -294,7 +297,6 @@ class Registrant:
         "dialog_high",
         "dialog_middle",
         "dialog_low",
-        "dialog_text",
         "cseq",
         "wanted_expires",
         "expires",
@@ -308,9 +310,10 @@ class Registrant:
         "destination",
         "targets",
         "granted_at",
-        # Service-Route, P-Associated-URI and Flow-Timer of the last 200, None
-        # when it had none of them (as from most registrars: one slot, not three).
-        "granted_extras",
+        # What few records ever have, in one slot (``_NOTHING_RARE`` for most):
+        # a dialog kept as text, what the last 200 said besides the expiry
+        # (Service-Route, P-Associated-URI, Flow-Timer), the last outage.
+        "rare",
         # The request in flight: its kind, and what this cycle has done so far.
         "kind",
         "challenged",
@@ -325,24 +328,26 @@ class Registrant:
         "pending",
         "events",
         # Availability (registrant.availability): seconds enabled and bound up
-        # to ``counted_to``, and the last outage (start, end, cause, flaps).
+        # to ``counted_to``; the last outage (start, end, cause, flaps) is rare.
         "enabled_s",
         "bound_s",
         "counted_to",
-        "outage",
         # In the scheduler's queue of due records.
         "queued",
     )
 
     def __init__(self, config: RecordConfig) -> None:
+        # The compiled build lays the fields out in the order first assigned
+        # here: the flags come last, together, so that no byte flag is padded
+        # to a word between two words.
         self.config = config
         self.state = State.NOT_REGISTERED_STATE
         # The last state with nothing in flight: tells a routine refresh from a change.
         self.settled = State.NOT_REGISTERED_STATE
-        self.enabled = config.enabled
         # No dialog until the first visit makes one (and writes it ahead).
         self.dialog_high = self.dialog_middle = self.dialog_low = 0
-        self.dialog_text: tuple[str, str] | None = _NO_DIALOG
+        # One pointer (a tuple of known length would be laid out in place, three).
+        self.rare: tuple = _NOTHING_RARE
         self.cseq = 0
         self.wanted_expires = config.expiry
         self.expires = config.expiry
@@ -352,34 +357,57 @@ class Registrant:
         self.last_reason: str | None = None
         self.failures = 0
         self.auth_failures = 0
-        self.bound = False
         self.destination: object | None = None
         self.targets: object | None = None
         self.granted_at = 0.0
-        # From the last 200 (RFC 3608, RFC 3455, RFC 5626 §4.4.1).
-        self.granted_extras: tuple[str | None, str | None, int | None] | None = None
         self.kind = REGISTER
-        self.challenged = False
-        self.stale_answered = False
-        self.removed_all = False
-        self.got_423 = False
         self.sends = 0
-        # The dialog above is not on disk yet: the first REGISTER writes one ahead.
-        self.new_dialog = True
-        # Its new dialog is committed and its REGISTER not sent yet.
-        self.ready = False
         self.pending: object | None = None
         self.events = 0
         self.enabled_s = 0.0
         self.bound_s = 0.0
         self.counted_to = 0.0
-        self.outage: tuple | None = None
+        self.enabled = config.enabled
+        self.bound = False
+        self.challenged = False
+        self.stale_answered = False
+        self.removed_all = False
+        self.got_423 = False
+        # The dialog above is not on disk yet: the first REGISTER writes one ahead.
+        self.new_dialog = True
+        # Its new dialog is committed and its REGISTER not sent yet.
+        self.ready = False
         self.queued = False
 
     @property
     def key(self) -> RecordKey:
         # The config's own key: a changed config of the same record has an equal one.
         return self.config.key
+
+    @property
+    def dialog_text(self) -> tuple[str, str] | None:
+        return self.rare[0]
+
+    @property
+    def granted_extras(self) -> tuple | None:
+        return self.rare[1]
+
+    @property
+    def outage(self) -> tuple | None:
+        return self.rare[2]
+
+    @outage.setter
+    def outage(self, outage: tuple | None) -> None:
+        rare = self.rare
+        self._set_rare(rare[0], rare[1], outage)
+
+    def _set_rare(self, dialog_text: tuple[str, str] | None, granted_extras: tuple | None, outage: tuple | None) -> None:
+        if dialog_text is _NO_DIALOG and granted_extras is None and outage is None:
+            self.rare = _NOTHING_RARE
+        elif dialog_text is None and granted_extras is None and outage is None:
+            self.rare = _NOTHING_RARE_DIALOG
+        else:
+            self.rare = (dialog_text, granted_extras, outage)
 
     @property
     def service_route(self) -> str | None:
@@ -398,10 +426,12 @@ class Registrant:
 
     def granted(self, service_route: str | None, associated_uris: str | None, flow_timer: int | None) -> None:
         """What the last 200 said besides the expiry."""
+        rare = self.rare
         if service_route is None and associated_uris is None and flow_timer is None:
-            self.granted_extras = None
+            if rare[1] is not None:
+                self._set_rare(rare[0], None, rare[2])
         else:
-            self.granted_extras = (service_route, associated_uris, flow_timer)
+            self._set_rare(rare[0], (service_route, associated_uris, flow_timer), rare[2])
 
     def due(self, now: float) -> bool:
         """Whether a visit at ``now`` would send something."""
@@ -457,14 +487,14 @@ class Registrant:
 
     @property
     def call_id(self) -> str:
-        text = self.dialog_text
+        text = self.rare[0]
         if text is not None:
             return text[0]
         return f"{self._unpack() >> _TAG_BITS:0{2 * CALL_ID_BYTES}x}"
 
     @property
     def from_tag(self) -> str:
-        text = self.dialog_text
+        text = self.rare[0]
         if text is not None:
             return text[1]
         return f"{self.dialog_low & _TAG_MASK:0{2 * TAG_BYTES}x}"
@@ -474,13 +504,16 @@ class Registrant:
         if _ours(call_id, 2 * CALL_ID_BYTES) and _ours(from_tag, 2 * TAG_BYTES):
             self._pack((int(call_id, 16) << _TAG_BITS) | int(from_tag, 16))
         else:
-            self.dialog_text = (call_id, from_tag)
+            rare = self.rare
+            self._set_rare((call_id, from_tag), rare[1], rare[2])
 
     def _pack(self, bits: int) -> None:
         self.dialog_high = bits >> (2 * _WORD_BITS)
         self.dialog_middle = (bits >> _WORD_BITS) & _WORD_MASK
         self.dialog_low = bits & _WORD_MASK
-        self.dialog_text = None
+        rare = self.rare
+        if rare[0] is not None:
+            self._set_rare(None, rare[1], rare[2])
 
     def _unpack(self) -> int:
         return (self.dialog_high << (2 * _WORD_BITS)) | (self.dialog_middle << _WORD_BITS) | self.dialog_low
