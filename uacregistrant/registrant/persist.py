@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from .availability import Figures, figures, restore
+from ..heap import release_free_memory
 from .engine import Engine
 from .executor import WriteAheadDone
 from .machine import Registrant
@@ -32,6 +33,9 @@ from .states import State
 log = Logger()
 
 BATCH = 10_000
+# Once this many rows were written since the last time and nothing is left
+# dirty, a burst is over: the allocator's free pages go back to the system.
+RELEASE_AFTER = 1_000
 # A new dialog waits at most this long for its batch to start (write-behind waits ``delay``).
 AHEAD_DELAY = 0.2
 
@@ -81,12 +85,15 @@ class RuntimeWriter(EngineObserver):
         *,
         active: Callable[[Registrant], bool] = lambda registrant: True,
         delay: float = 1.0,
+        release_memory: Callable[[], object] = release_free_memory,
     ) -> None:
         self.store = store
         self.clock = clock
         # Only what this node registers is written: a standby's view is stale.
         self.active = active
         self.delay = delay
+        self.release_memory = release_memory
+        self._written_since_release = 0
         self.failures = 0
         self._dirty: dict[RecordKey, Registrant] = {}
         # Records waiting for their dialog (Call-ID) to be committed.
@@ -147,7 +154,7 @@ class RuntimeWriter(EngineObserver):
         states = [snapshot(registrant, now) for registrant in batch.values()]
         waiters = self._waiters_for(states)
         writing = self._writing = self.store.save_runtime(states)
-        writing.addCallbacks(self._written, self._failed, callbackArgs=(waiters,), errbackArgs=(batch, waiters))
+        writing.addCallbacks(self._written, self._failed, callbackArgs=(waiters, len(states)), errbackArgs=(batch, waiters))
         return writing
 
     def _waiters_for(self, states: list[RuntimeState]) -> list[_Waiter]:
@@ -165,9 +172,10 @@ class RuntimeWriter(EngineObserver):
             self._ahead = {}  # as ``_dirty`` above
         return answered
 
-    def _written(self, _: object, waiters: list[_Waiter]) -> None:
+    def _written(self, _: object, waiters: list[_Waiter], rows: int) -> None:
         self._writing = None
         self.failures = 0
+        self._written_since_release += rows
         # Their REGISTERs go out now (through the scheduler); that marks them dirty again.
         for registrant, done, call_id in waiters:
             # A record that moved on to another dialog meanwhile waits for a later batch.
@@ -180,6 +188,9 @@ class RuntimeWriter(EngineObserver):
                 self._schedule(0.0)
             else:
                 self._schedule(min(AHEAD_DELAY, self.delay) if self._ahead else self.delay)
+        elif self._written_since_release >= RELEASE_AFTER:
+            self._written_since_release = 0
+            self.release_memory()
 
     def _failed(self, failure, batch: dict[RecordKey, Registrant], waiters: list[_Waiter]) -> None:
         self._writing = None
