@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 
 from uacregistrant.store.memory import MemoryStore
 
-from uacregistrant.heap import release_free_memory
+from uacregistrant.allocator import release_free_memory
 from uacregistrant.registrant.persist import RELEASE_AFTER, RuntimeWriter
 
 from .fakes import make_engine, record

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from .availability import Figures, figures, restore
-from ..heap import release_free_memory
+from ..allocator import release_free_memory
 from .engine import Engine
 from .executor import WriteAheadDone
 from .machine import Registrant
