@@ -60,6 +60,7 @@ setup(
         "prometheus_client",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "pytest-twisted", "hypothesis", "opensipscli", "selenium"],
+        "test": ["pytest", "pytest-timeout", "pytest-twisted", "pytest-xdist>=3.2", "hypothesis", "opensipscli",
+                 "selenium"],
     },
 )

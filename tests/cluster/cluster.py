@@ -58,17 +58,38 @@ class Database:
         else:
             _make_pg_table(self.url, rows)
 
-    def shared(self, column: str, aor: str = ALICE):
-        """What the active node shared for ``aor`` in its registered state (3)."""
-        query = f"SELECT {column} FROM {RUNTIME_TABLE} WHERE aor = %s AND state = 3"
+    def _one(self, query: str, params: tuple):
+        """The first row ``query`` finds, or None."""
         if self.kind == "mysql":
-            found = self.server.execute(query, (aor,), self.name)
-            return found[0][0] if found else None
+            found = self.server.execute(query, params, self.name)
+            return found[0] if found else None
         with psycopg2.connect(self.url) as db, db.cursor() as cursor:
-            cursor.execute(query, (aor,))
+            cursor.execute(query, params)
             row = cursor.fetchone()
         db.close()
+        return row
+
+    def shared(self, column: str, aor: str = ALICE):
+        """What the active node shared for ``aor`` in its registered state (3)."""
+        row = self._one(f"SELECT {column} FROM {RUNTIME_TABLE} WHERE aor = %s AND state = 3", (aor,))
         return None if row is None else row[0]
+
+    def _epoch(self, column: str) -> str:
+        # Epoch seconds on the server's clock: MySQL keeps them so, PostgreSQL as timestamps.
+        return column if self.kind == "mysql" else f"extract(epoch FROM {column})"
+
+    def last_beat(self, node_id: str) -> float:
+        """When ``node_id`` wrote its heartbeat last (the server's clock)."""
+        [beat] = self._one(f"SELECT {self._epoch('beat')} FROM uac_registrant_nodes WHERE node_id = %s",
+                           (node_id,))
+        return float(beat)
+
+    def noted_owner(self, tag: str) -> tuple[str | None, float | None]:
+        """The node noted as ``tag``'s owner, and since when (the server's clock)."""
+        name, cluster_id = tag.split("/")
+        row = self._one(f"SELECT node_id, {self._epoch('since')} FROM uac_registrant_shtags"
+                        " WHERE tag = %s AND cluster_id = %s", (name, int(cluster_id)))
+        return (None, None) if row is None else (row[0], None if row[1] is None else float(row[1]))
 
     def kill_sessions(self) -> int:
         """End every session on this database, as an idle kill or a restart would; how many."""

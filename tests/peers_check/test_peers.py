@@ -14,6 +14,8 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -298,6 +300,22 @@ def test_free_port_is_free_for_udp_and_tcp() -> None:
                 socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             udp.bind(("127.0.0.1", port))
             tcp.bind(("127.0.0.1", port))
+
+
+def test_free_port_hands_out_no_port_twice_to_concurrent_runs() -> None:
+    """Two processes at once (as two pytest-xdist workers, or two checkouts' runs) asking
+    for ports while holding none of them bound: never the same port twice, and none in
+    the kernel's ephemeral range, where a socket bound to port 0 or an outgoing
+    connection could take it first."""
+    code = "from tests.peers import free_port; print(' '.join(str(free_port()) for _ in range(300)))"
+    root = pathlib.Path(__file__).resolve().parents[2]
+    runs = [subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    ports = [int(port) for run in runs for port in run.communicate(timeout=60)[0].split()]
+    assert all(run.returncode == 0 for run in runs)
+    assert len(ports) == 600 and len(set(ports)) == 600
+    low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert max(ports) < low
 
 
 def test_database_survives_restart_and_backends_can_be_killed(postgres: Postgres, pg_dsn: str) -> None:
