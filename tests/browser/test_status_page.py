@@ -67,9 +67,18 @@ def row_of(driver, aor: str) -> dict | None:
 
 
 def click(driver, selector: str) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    driver.find_element(By.CSS_SELECTOR, selector).click()
+    # The table is rendered anew on every refresh: an element found just before
+    # a refresh is gone by the time it is clicked.  Find it again, a few times.
+    for attempt in range(5):
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
 
 
 def dialog_open(driver, dialog_id: str) -> bool:
