@@ -1,3 +1,5 @@
+from collections.abc import Iterator
+
 import pytest
 
 pytest_plugins = ["tests.peers.fixtures"]
@@ -18,3 +20,22 @@ def pytest_report_header() -> str:
     from uacregistrant import compiled
 
     return f"uacregistrant hot modules: {compiled.variant()} ({compiled.PURE_ENV}={compiled.forced_pure() and '1' or 'unset'})"
+
+
+@pytest.fixture(autouse=True)
+def _no_resolv_conf_watch_left() -> Iterator[None]:
+    """Cancel the resolv.conf watch of each DNS resolver a test's in-process service made.
+
+    twisted.names' client.Resolver reads resolv.conf again every 60 s through a
+    reactor call that reschedules itself for ever; a service started on the global
+    reactor leaves it behind.  Left there, it fires during some later test and adds a
+    delayed call to the reactor, which a test asserting that it leaves none behind
+    (tests/store) then counts against the code it tests.
+    """
+    from twisted.internet import reactor
+
+    before = set(reactor.getDelayedCalls())
+    yield
+    for call in reactor.getDelayedCalls():
+        if call not in before and call.active() and getattr(call.func, "__name__", "") == "maybeParseConfig":
+            call.cancel()
