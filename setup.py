@@ -60,7 +60,7 @@ setup(
         "prometheus_client",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "pytest-twisted", "pytest-xdist>=3.2", "hypothesis", "opensipscli",
+        "test": ["docutils", "pytest", "pytest-timeout", "pytest-twisted", "pytest-xdist>=3.2", "hypothesis", "opensipscli",
                  "selenium"],
     },
 )
