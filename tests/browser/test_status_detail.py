@@ -233,26 +233,40 @@ def test_trace_buttons_call_reg_trace_with_the_triple(lab, trace, browser):
     assert any(i > trace.calls.index(switched[1]) for i in reads)
 
 
+def press(browser, key: str) -> None:
+    """Send ``key`` to the focused element, found again if a redraw replaced it."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for attempt in range(5):
+        try:
+            browser.switch_to.active_element.send_keys(key)
+            return
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
+
+
 @pytest_twisted.inlineCallbacks
 def test_detail_opens_from_the_keyboard_and_closes_with_escape(lab, browser):
     from selenium.webdriver.common.keys import Keys
 
     def go() -> None:
         open_page(browser, lab)
-        button = browser.find_element("css selector", f'tr[data-aor="{ALICE}"] .open-detail')
-        browser.execute_script("arguments[0].focus()", button)
+        # Found and focused in one script: a redraw cannot come in between.
+        browser.execute_script("document.querySelector(arguments[0]).focus()",
+                               f'tr[data-aor="{ALICE}"] .open-detail')
         # The rows are redrawn every poll: the focus stays on the same row's control.
         until(browser, lambda d: d.execute_script("return document.activeElement.textContent") == ALICE,
               "the focus on alice's row")
-        browser.switch_to.active_element.send_keys(Keys.ENTER)
+        press(browser, Keys.ENTER)
         until(browser, lambda d: dialog_open(d, "detail"), "the detail to open")
         assert detail(browser)["focused"] == "detail-close"
-        browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+        press(browser, Keys.ESCAPE)
         until(browser, lambda d: not dialog_open(d, "detail"), "Esc to close the detail")
         until(browser, lambda d: d.execute_script("return document.activeElement.textContent") == ALICE,
               "the focus back on the row")
         # The close button and a click on the backdrop close it too.
-        browser.switch_to.active_element.send_keys(Keys.ENTER)
+        press(browser, Keys.ENTER)
         until(browser, lambda d: dialog_open(d, "detail"), "the detail to open again")
         click(browser, "#detail-close")
         until(browser, lambda d: not dialog_open(d, "detail"), "the close button")
