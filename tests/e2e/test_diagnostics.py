@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import threading
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from tests.e2e.service import make_table
 from tests.hostile.registrar import ScriptedRegistrar
+from tests.mi.test_opensips_cli import opensips_cli
 from tests.peers import free_port
 from uacregistrant.config import Config, DbUrl, parse_endpoint
 from uacregistrant.service import RegistrantService
@@ -268,15 +268,6 @@ async def test_trace_availability_and_no_secret_through_an_outage(lab):
     assert restarted["enabled_s"] >= before["enabled_s"] and restarted["bound_s"] >= before["bound_s"] - 1
     assert (await lab.exchanges()) == []
     await lab.until(registered, "the trunk registered after the restart")
-
-
-def opensips_cli() -> str:
-    path = shutil.which("opensips-cli")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("opensips-cli is not installed (pip install opensipscli)")
-        pytest.skip("opensips-cli is not installed")
-    return path
 
 
 @pytest_twisted.ensureDeferred
